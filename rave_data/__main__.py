@@ -1,0 +1,3 @@
+from rave_data.cli import main
+
+main()

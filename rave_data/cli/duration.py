@@ -1,0 +1,2 @@
+"""`ravedata duration` (being written)."""
+from __future__ import annotations

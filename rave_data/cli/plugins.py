@@ -1,0 +1,2 @@
+"""`ravedata plugins` (being written)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""`ravedata prep` (being written)."""
+from __future__ import annotations

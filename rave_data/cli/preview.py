@@ -1,0 +1,2 @@
+"""`ravedata preview` (being written)."""
+from __future__ import annotations

@@ -1,0 +1,3 @@
+from rave_model.cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""The ``ravemodel`` Typer application. Command modules decorate onto ``app``."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ravemodel",
+    help="Train RAVE models (VAE, adversarial fine-tuning, prior) and export them for nn~.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps Typer in sub-command mode even while only one command exists."""
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    from rave_model import __version__
+
+    typer.echo(f"ravemodel {__version__}")

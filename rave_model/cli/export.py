@@ -1,0 +1,2 @@
+"""ravemodel export commands (being written)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""ravemodel fit commands (being written)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""ravemodel tools commands (being written)."""
+from __future__ import annotations

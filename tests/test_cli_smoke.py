@@ -1,0 +1,21 @@
+"""Both commands exist, answer --help fast and never import torch at start-up."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_ravedata_help_does_not_import_torch():
+    code = (
+        "import sys; from typer.testing import CliRunner; from rave_data.cli import app;"
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
+        "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_versions(bin_dir):
+    for cmd in ("ravedata", "ravemodel"):
+        out = subprocess.run([str(bin_dir / cmd), "version"], capture_output=True, text=True, check=True)
+        assert out.stdout.startswith(cmd + " 0.")
