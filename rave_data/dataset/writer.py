@@ -1,0 +1,135 @@
+"""Write the LMDB that acids-rave reads: keys ``%08d``, AudioExample values.
+
+The map starts small (64 MB) and doubles on ``MapFullError`` rather than
+reserving a huge sparse file up front, which breaks on filesystems without
+sparse files and confuses users who see a 100 GB ``data.mdb``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from rave_data.dataset.codec import encode_waveform
+
+INITIAL_MAP_SIZE = 64 * 1024**2
+#: Values buffered per write transaction: bounds the writer's memory (LMDB keeps
+#: a transaction's dirty pages in RAM until commit) whatever the file length.
+TXN_BYTES = 64 * 1024**2
+
+
+def format_key(index: int) -> bytes:
+    """LMDB key of example ``index``: 8 ASCII digits, as acids-rave writes."""
+    return f"{index:08d}".encode()
+
+
+class GrowingEnv:
+    """An LMDB environment whose map doubles whenever a write runs out of room."""
+
+    def __init__(self, path: Path | str, initial_map_size: int = INITIAL_MAP_SIZE) -> None:
+        import lmdb
+
+        self._lmdb = lmdb
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(self.path), subdir=True, map_size=initial_map_size, max_dbs=0)
+
+    def write(self, puts: list[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = ()) -> None:
+        """Apply ``deletes`` then ``puts`` in ONE transaction (all or nothing),
+        growing the map and retrying when it is full."""
+        deletes = list(deletes)
+        need = sum(len(k) + len(v) for k, v in puts)
+        self._reserve(need)
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key in deletes:
+                        txn.delete(key)
+                    for key, value in puts:
+                        txn.put(key, value)
+                return
+            except self._lmdb.MapFullError:
+                # The aborted transaction left nothing behind; retry bigger.
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def _reserve(self, need: int) -> None:
+        # Growing before the write avoids most failed (and wasted) transactions:
+        # pages in use plus the new data with room for B-tree overhead.
+        info = self.env.info()
+        used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
+        size = info["map_size"]
+        while size < used + 2 * need + 1024**2:
+            size *= 2
+        if size != info["map_size"]:
+            self.env.set_mapsize(size)
+
+    def keys(self) -> list[bytes]:
+        with self.env.begin() as txn:
+            return list(txn.cursor().iternext(values=False))
+
+    def get(self, key: bytes) -> bytes | None:
+        with self.env.begin() as txn:
+            return txn.get(key)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        with self.env.begin() as txn:
+            for key, value in txn.cursor():
+                yield bytes(key), bytes(value)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class ExampleWriter:
+    """Appends int16 examples [channels, frames] under consecutive ``%08d`` keys."""
+
+    def __init__(self, path: Path | str, sr: int) -> None:
+        self.db = GrowingEnv(path)
+        self.sr = sr
+        existing = self.db.keys()
+        self._next = max((int(k) for k in existing if k.isdigit()), default=-1) + 1
+
+    def sweep(self, referenced: set[bytes]) -> list[bytes]:
+        """Delete every key no committed source refers to (left by a run that
+        was killed between writing examples and recording them); returns them."""
+        orphans = [k for k in self.db.keys() if k not in referenced]
+        if orphans:
+            self.db.write(deletes=orphans)
+        existing = set(self.db.keys())
+        self._next = max((int(k) for k in existing if k.isdigit()), default=-1) + 1
+        return orphans
+
+    def delete(self, keys: Iterable[bytes]) -> None:
+        # A key may already be gone (a crash after its source was re-written):
+        # LMDB's delete of a missing key is a no-op, which is what we want.
+        keys = list(keys)
+        if keys:
+            self.db.write(deletes=keys)
+
+    def append(self, examples: Iterable[np.ndarray]) -> list[str]:
+        """Store ``examples`` (each int16 [channels, frames]) and return their keys.
+
+        Written in transactions of about :data:`TXN_BYTES` so memory stays
+        bounded for hour-long sources; callers make the batch visible as a whole
+        by recording the keys only after this returns (see ``pipeline``).
+        """
+        keys: list[str] = []
+        batch: list[tuple[bytes, bytes]] = []
+        size = 0
+        for example in examples:
+            key = format_key(self._next)
+            self._next += 1
+            value = encode_waveform(example, self.sr)
+            batch.append((key, value))
+            keys.append(key.decode())
+            size += len(value)
+            if size >= TXN_BYTES:
+                self.db.write(puts=batch)
+                batch, size = [], 0
+        if batch:
+            self.db.write(puts=batch)
+        return keys
+
+    def close(self) -> None:
+        self.db.close()

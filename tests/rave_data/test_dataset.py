@@ -1,0 +1,118 @@
+"""The LMDB dataset layer: writer (map growth, keys), reader, manifest store."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+
+import lmdb
+import numpy as np
+import pytest
+import yaml
+
+from rave_data.dataset.codec import encode_waveform
+from rave_data.dataset.manifest import ManifestStore, manifest_lines, read_manifest, referenced_keys, write_manifest
+from rave_data.dataset.metadata import dataset_metadata, write_metadata
+from rave_data.dataset.reader import DatasetError, open_dataset
+from rave_data.dataset.writer import ExampleWriter, GrowingEnv
+
+
+def _examples(n: int, channels: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(-32768, 32767, (channels, frames), dtype=np.int16) for _ in range(n)]
+
+
+def test_writer_grows_map_and_reader_round_trips(tmp_path):
+    # 12 stereo examples of 2 x 65536 frames = 6 MB; start with a 1 MB map so it
+    # has to double several times.
+    examples = _examples(12, 2, 2 * 65536)
+    writer = ExampleWriter(tmp_path, sr=48000)
+    writer.db.env.set_mapsize(1024**2)
+    keys = writer.append(examples)
+    writer.close()
+    assert keys == [f"{i:08d}" for i in range(12)]
+    write_metadata(tmp_path, dataset_metadata(sr=48000, channels=2, num_signal=65536, n_examples=12, tool_version="t"))
+
+    ds = open_dataset(tmp_path)
+    assert (ds.sr, ds.channels, ds.n_signal, len(ds)) == (48000, 2, 131072, 12)
+    assert ds.seconds == pytest.approx(12 * 131072 / 48000)
+    for i in (0, 5, 11):
+        np.testing.assert_array_equal(ds.read(i), examples[i])
+    np.testing.assert_array_equal(ds.read("00000003"), examples[3])
+    assert yaml.safe_load((tmp_path / "metadata.yaml").read_text())["lazy"] is False
+
+
+def test_map_full_error_is_retried_with_bigger_map(tmp_path):
+    env = GrowingEnv(tmp_path, initial_map_size=64 * 1024)
+    env._reserve = lambda need: None  # force the MapFullError path
+    value = b"x" * (1024 * 1024)
+    env.write(puts=[(b"a", value), (b"b", value)])
+    assert env.get(b"b") == value
+    assert env.env.info()["map_size"] >= 2 * 1024 * 1024
+
+
+def test_sweep_removes_unreferenced_keys_and_next_key_follows(tmp_path):
+    w = ExampleWriter(tmp_path, sr=8000)
+    first = w.append(_examples(3, 1, 512))
+    orphan = w.append(_examples(2, 1, 512, seed=1))
+    swept = w.sweep({k.encode() for k in first})
+    assert sorted(swept) == [k.encode() for k in orphan]
+    assert w.append(_examples(1, 1, 512)) == ["00000003"]
+    w.close()
+
+
+def test_reader_reads_acids_rave_style_dataset(tmp_path):
+    """acids-rave: planar channels, shape written in bytes, no sr in metadata."""
+    x = _examples(2, 2, 1000)
+    env = lmdb.open(str(tmp_path), map_size=16 * 1024**2)
+    with env.begin(write=True) as txn:
+        for i, ex in enumerate(x):
+            value = encode_waveform(ex, 44100)
+            txn.put(f"{i:08d}".encode(), value)
+    env.close()
+    (tmp_path / "metadata.yaml").write_text(yaml.safe_dump({"lazy": False, "channels": 2, "n_seconds": 1.0}))
+    ds = open_dataset(tmp_path)
+    assert (ds.sr, ds.channels, ds.n_signal, len(ds)) == (44100, 2, 1000, 2)
+    np.testing.assert_array_equal(ds.read(1), x[1])
+
+
+def test_reader_refuses_folder_without_data(tmp_path):
+    with pytest.raises(DatasetError, match="no data.mdb"):
+        open_dataset(tmp_path)
+
+
+def _child_reads(ds, i, q):
+    q.put(ds.read(i).sum(dtype=np.int64))
+
+
+def test_reader_is_fork_safe_and_picklable(tmp_path):
+    examples = _examples(4, 1, 2048)
+    w = ExampleWriter(tmp_path, sr=16000)
+    w.append(examples)
+    w.close()
+    ds = open_dataset(tmp_path)
+    ds.read(0)  # opens the env in the parent first
+    clone = pickle.loads(pickle.dumps(ds))
+    np.testing.assert_array_equal(clone.read(2), examples[2])
+    q: mp.Queue = mp.get_context("fork").Queue()
+    p = mp.get_context("fork").Process(target=_child_reads, args=(ds, 3, q))
+    p.start()
+    p.join(30)
+    assert q.get(timeout=5) == examples[3].sum(dtype=np.int64)
+
+
+def test_manifest_store_round_trip(tmp_path):
+    store = ManifestStore(tmp_path / "state")
+    assert store.settings() is None
+    store.set_settings({"sr": 48000})
+    line = {"source": "b.wav", "kind": "original", "keys": ["00000000", "00000001"]}
+    store.commit({"source": "b.wav", "fingerprint": "1:2:ab", "outputs": [line]})
+    store.commit({"source": "a.wav", "fingerprint": "3:4:cd", "outputs": [dict(line, source="a.wav", keys=[])]})
+    records = store.records()
+    assert store.settings() == {"sr": 48000}
+    assert referenced_keys(records) == {b"00000000", b"00000001"}
+    assert [x["source"] for x in manifest_lines(records)] == ["a.wav", "b.wav"]
+    store.forget(["b.wav"])
+    assert list(store.records()) == ["a.wav"]
+    write_manifest(tmp_path / "m.jsonl", manifest_lines(store.records()))
+    assert read_manifest(tmp_path / "m.jsonl")[0]["source"] == "a.wav"
+    store.close()
