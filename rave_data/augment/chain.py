@@ -1,0 +1,125 @@
+"""A concrete chain: augmenters with their sampled parameters, applied in order.
+
+The chain is what a variant *is*: ``to_record()`` goes into the manifest and
+``Chain.from_record()`` replays it bit for bit. The host checks every step's
+output, so a misbehaving plugin is named instead of corrupting the dataset.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rave_data.augment.contract import Augmenter, AugmentError, Value
+
+#: Peak ceiling after the chain. Gain, EQ or reverb can push a normalised file
+#: past full scale; scaling the whole variant down keeps int16/24 outputs free
+#: of clipping (clipping would teach the model distortion that is not in the data).
+PEAK_CEILING = 0.999
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    augmenter: Augmenter
+    plugin: str
+    params: dict[str, Value]
+
+    @property
+    def name(self) -> str:
+        return self.augmenter.name
+
+
+class Chain:
+    """Augmenters with concrete parameters. Picklable; holds no random state."""
+
+    def __init__(self, steps: Sequence[ChainStep] = ()) -> None:
+        self.steps: list[ChainStep] = list(steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[ChainStep]:
+        return iter(self.steps)
+
+    def __repr__(self) -> str:
+        return f"Chain({self.describe()})"
+
+    def describe(self) -> str:
+        """One line for humans, e.g. ``gain(db=-2.1) -> pitch_shift(semitones=1.3)``."""
+        def fmt(v: Value) -> str:
+            return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+        return " -> ".join(
+            f"{s.name}({', '.join(f'{k}={fmt(v)}' for k, v in s.params.items())})" for s in self.steps
+        ) or "(no augmentation)"
+
+    def apply(self, audio: np.ndarray, sr: int, peak_ceiling: float | None = PEAK_CEILING) -> np.ndarray:
+        """``audio`` [channels, n] float32 -> [channels, m] float32.
+
+        Raises :class:`AugmentError` naming the plugin and augmenter when a
+        step raises or returns something other than finite float audio with
+        the input's channel count. With ``peak_ceiling`` (default), a result
+        whose peak exceeds it is scaled down as a whole.
+        """
+        x = np.asarray(audio, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] < 1:
+            raise ValueError(f"audio must be [channels, n], got shape {x.shape}")
+        channels = x.shape[0]
+        for step in self.steps:
+            try:
+                y = step.augmenter.apply(np.ascontiguousarray(x), sr, **step.params)
+            except AugmentError:
+                raise
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise AugmentError(step.plugin, step.name, f"raised {type(exc).__name__}: {first}") from exc
+            x = _checked(y, channels, step)
+        if peak_ceiling is not None and x.size:
+            peak = float(np.max(np.abs(x)))
+            if peak > peak_ceiling:
+                x = x * np.float32(peak_ceiling / peak)
+        return x
+
+    def to_record(self) -> list[dict[str, Any]]:
+        """JSON-able ``[{"name", "plugin", "params"}, ...]`` (exact floats: JSON round-trips them)."""
+        return [{"name": s.name, "plugin": s.plugin, "params": dict(s.params)} for s in self.steps]
+
+    @classmethod
+    def from_record(cls, record: Sequence[dict[str, Any]]) -> Chain:
+        """Replay a chain written by :meth:`to_record` (needs the same augmenters installed)."""
+        from rave_data.augment.registry import get_registry
+
+        reg = get_registry()
+        steps = []
+        for item in record:
+            entry = reg.get(item["name"])
+            if item.get("plugin") not in (None, entry.plugin):
+                raise ValueError(
+                    f"augmenter {entry.name!r} was recorded from plugin {item['plugin']!r} "
+                    f"but is now provided by {entry.plugin!r}"
+                )
+            params = entry.cls.check_params(item.get("params", {}))
+            steps.append(ChainStep(entry.cls(), entry.plugin, params))
+        return cls(steps)
+
+
+def _checked(y: Any, channels: int, step: ChainStep) -> np.ndarray:
+    def fail(reason: str) -> AugmentError:
+        return AugmentError(step.plugin, step.name, reason)
+
+    if not isinstance(y, np.ndarray):
+        raise fail(f"returned {type(y).__name__}, expected a numpy array")
+    if y.ndim != 2:
+        raise fail(f"returned shape {y.shape}, expected [channels, n]")
+    if y.shape[0] != channels:
+        raise fail(f"changed the channel count from {channels} to {y.shape[0]}")
+    if y.shape[1] == 0:
+        raise fail("returned empty audio")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise fail(f"returned dtype {y.dtype}, expected float")
+    y = y.astype(np.float32, copy=False)
+    if not np.isfinite(y).all():
+        raise fail("returned NaN or infinite samples")
+    return y
