@@ -1,0 +1,104 @@
+"""Preview a plan on one file: a few augmented versions and a before/after spectrogram.
+
+Library side of ``ravedata preview``; callable from Python.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rave_data.augment.chain import Chain
+from rave_data.augment.plan import Plan, variant_rng
+
+
+@dataclass
+class PreviewResult:
+    audio: list[Path] = field(default_factory=list)  # one file per variant, in order
+    image: Path | None = None
+    chains: list[Chain] = field(default_factory=list)
+    record: Path | None = None
+
+
+def read_excerpt(path: Path, start: float, seconds: float) -> tuple[np.ndarray, int]:
+    """[channels, n] float32 from ``start`` for ``seconds`` (0 = to the end), streamed."""
+    from rave_data.decode import open_audio
+
+    with open_audio(path) as src:
+        sr = src.info.sr
+        first = int(round(start * sr))
+        want = int(round(seconds * sr)) if seconds > 0 else None
+        parts, pos, got = [], 0, 0
+        for block in src.blocks(1 << 16):
+            lo = max(first - pos, 0)
+            pos += block.shape[1]
+            if lo >= block.shape[1]:
+                continue
+            piece = block[:, lo:]
+            if want is not None:
+                piece = piece[:, : want - got]
+            parts.append(piece)
+            got += piece.shape[1]
+            if want is not None and got >= want:
+                break  # a long file is not decoded past the excerpt
+        channels = src.info.channels
+    audio = np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
+    return audio, sr
+
+
+def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    """Float WAV (no clipping, exact) written to a temp name then renamed."""
+    import soundfile as sf
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, np.ascontiguousarray(audio.T), sr, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed: int = 0,
+            start: float = 0.0, seconds: float = 20.0) -> PreviewResult:
+    """Write ``n`` variants of ``path`` (``<stem>.augNN.wav``), ``<stem>.preview.png``
+    (original on top, then each variant) and ``<stem>.preview.json`` (the chains).
+
+    Variants use the same :func:`variant_rng` as ``prep`` (source id = file name),
+    so ``prep --seed S`` gives the first file the chains seen here.
+    Raises DecodeError for an unreadable file, ValueError for an empty excerpt,
+    AugmentError when an augmenter misbehaves.
+    """
+    from rave_data.augment.spectrogram import spectrogram_png
+
+    path, out_dir = Path(path), Path(out_dir)
+    x, sr = read_excerpt(path, start, seconds)
+    if x.shape[1] == 0:
+        raise ValueError(f"{path}: no audio at {start:g} s (the file is shorter)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = PreviewResult()
+    rows = [x]
+    for i in range(1, n + 1):
+        chain = plan.sample(variant_rng(seed, path.name, i))
+        y = chain.apply(x, sr)
+        dest = out_dir / f"{path.stem}.aug{i:02d}.wav"
+        _write_wav(dest, y, sr)
+        result.audio.append(dest)
+        result.chains.append(chain)
+        rows.append(y)
+    result.image = out_dir / f"{path.stem}.preview.png"
+    spectrogram_png(rows, sr, result.image)
+    result.record = out_dir / f"{path.stem}.preview.json"
+    record: dict[str, Any] = {
+        "source": str(path), "sr": sr, "start": start, "seconds": x.shape[1] / sr, "seed": seed,
+        "plan": plan.to_dict(),
+        "variants": [{"output": a.name, "augment": c.to_record()} for a, c in zip(result.audio, result.chains)],
+    }
+    result.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return result
