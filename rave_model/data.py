@@ -1,0 +1,337 @@
+"""Training data: an LMDB dataset -> random crops of ``n_signal`` samples.
+
+Reads datasets written by ``ravedata prep`` and by acids-rave's ``rave
+preprocess`` (same layout: ``data.mdb`` + ``metadata.yaml`` with ``sr`` and
+``channels``, values are udls ``AudioExample`` messages with an int16
+"waveform" buffer [channels, n] stored channel after channel).
+
+Determinism (why the sampler yields tuples): every item drawn is identified
+by (example index, epoch, position in the epoch), and all its randomness (the
+crop start, the phase mangle, dequantisation noise, the augmentation chain)
+comes from a generator seeded by ``(seed, epoch, position)``. The data a step
+sees therefore depends neither on the number of worker processes nor on
+whether the run was interrupted: resuming at a :class:`DataPosition` replays
+exactly the batches an uninterrupted run would have drawn.
+
+The split is deterministic too: a fixed permutation (seed 42, as the
+reference) of the example indices; the validation set is ``val_fraction`` of
+the examples (at least 1, at most ``val_max``).
+
+Distributed-ready: :class:`ResumableBatchSampler` takes ``rank`` and
+``world_size`` and gives each rank a disjoint slice of every epoch, the way
+``DistributedSampler`` does.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rave_model.train.stage import DataPosition
+
+if TYPE_CHECKING:
+    import torch
+
+    from rave_model.config import Config
+
+SPLIT_SEED = 42  # the reference's split seed: same split across runs and helpers
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot train this preset; the message says what to do."""
+
+
+# -- reading examples ------------------------------------------------------------------
+
+
+class ExampleSource:
+    """Random access to int16 examples [channels, n] of an LMDB dataset.
+
+    Fork-safe: the LMDB environment is opened lazily, once per process (a
+    DataLoader worker inherits no open handle), read-only and without lock so
+    a dataset on a read-only disk or one being read by several runs works.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        import yaml
+
+        self.path = Path(path)
+        if not (self.path / "data.mdb").is_file():
+            raise DatasetError(f"{self.path}: no data.mdb here (make a dataset with `ravedata prep IN {self.path}`)")
+        meta: dict[str, Any] = {}
+        meta_path = self.path / "metadata.yaml"
+        if meta_path.is_file():
+            try:
+                meta = yaml.safe_load(meta_path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DatasetError(f"{meta_path}: unreadable metadata ({exc})") from None
+        self._env = None
+        self._pid: int | None = None
+        with self._txn() as txn:
+            self.keys: list[bytes] = [k for k, _ in txn.cursor()]
+        if not self.keys:
+            raise DatasetError(f"{self.path}: the dataset is empty")
+        first, first_sr = self._decode(self.keys[0], meta.get("channels"))
+        self.channels: int = int(meta.get("channels") or first.shape[0])
+        self.sr: int = int(meta.get("sr") or first_sr or 44100)
+        self.example_length: int = int(first.shape[1])
+
+    def _txn(self):
+        import os
+
+        import lmdb
+
+        if self._env is None or self._pid != os.getpid():
+            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, max_readers=256, subdir=True)
+            self._pid = os.getpid()
+        return self._env.begin(buffers=False)
+
+    def _decode(self, key: bytes, channels: int | None) -> tuple[np.ndarray, int]:
+        from rave_data.dataset.codec import decode_waveform
+
+        with self._txn() as txn:
+            value = txn.get(key)
+        try:
+            return decode_waveform(value, int(channels) if channels else None)
+        except ValueError as exc:
+            raise DatasetError(f"{self.path}: example {key.decode(errors='replace')}: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, index: int) -> np.ndarray:
+        """int16 [channels, n] of example ``index`` (in key order)."""
+        x, _ = self._decode(self.keys[index], self.channels)
+        return x
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Never pickle an open LMDB handle into a worker.
+        state = dict(self.__dict__)
+        state["_env"] = None
+        state["_pid"] = None
+        return state
+
+
+def split_indices(n: int, val_fraction: float, val_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, validation) example indices of a dataset of ``n``."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_val = min(max(1, int(round(n * val_fraction))), val_max, n - 1) if n > 1 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# -- transforms --------------------------------------------------------------------------
+
+
+def random_crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """[C, m] -> [C, n] at a random start (m >= n is checked up front)."""
+    start = int(rng.integers(0, x.shape[1] - n + 1))
+    return x[:, start : start + n]
+
+
+def phase_mangle(x: np.ndarray, sr: int, rng: np.random.Generator, min_f: float = 20.0, max_f: float = 2000.0, amp: float = 0.99) -> np.ndarray:
+    """All-pass biquad with a random pole frequency (log-uniform in
+    [min_f, max_f]), as the reference applies to 80% of crops: it changes the
+    phase but not the magnitude spectrum, so the model cannot rely on phase.
+    [C, n] float32 -> [C, n] float32."""
+    import torch
+    import torchaudio.functional as AF
+
+    omega = 2 * math.pi * math.exp(rng.uniform(math.log(min_f), math.log(max_f))) / sr
+    z0 = amp * complex(math.cos(omega), math.sin(omega))
+    a = [1.0, -2 * z0.real, abs(z0) ** 2]
+    b = [abs(z0) ** 2, -2 * z0.real, 1.0]
+    y = AF.lfilter(torch.from_numpy(x.astype(np.float64)), torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), clamp=False)
+    return y.numpy().astype(np.float32)
+
+
+class CropDataset:
+    """Map-style dataset over (example index, epoch, position) draws.
+
+    Returns float32 crops [channels, n_signal] in [-1, 1]. ``augment`` is a
+    rave_data plan (``plan.sample(rng).apply(x, sr)``) or None.
+    """
+
+    def __init__(self, source: ExampleSource, n_signal: int, seed: int, phase_mangle_p: float = 0.8, dequantize: bool = True, augment: Any = None) -> None:
+        self.source = source
+        self.n_signal = n_signal
+        self.seed = seed
+        self.phase_mangle_p = phase_mangle_p
+        self.dequantize = dequantize
+        self.augment = augment
+
+    def __getitem__(self, draw: tuple[int, int, int]) -> tuple[np.ndarray, int, int]:
+        index, epoch, position = draw
+        rng = np.random.default_rng([self.seed, epoch, position])
+        x = self.source.read(index)
+        x = random_crop(x, self.n_signal, rng).astype(np.float32) / 32767.0
+        if self.augment is not None:
+            x = self._augment(x, rng)
+        if self.phase_mangle_p and rng.random() < self.phase_mangle_p:
+            x = phase_mangle(x, self.source.sr, rng)
+        if self.dequantize:
+            # Spread int16 levels over their quantisation step so the model never
+            # learns the 16-bit grid (the reference's Dequantize(16)).
+            x = x + rng.uniform(0.0, 1.0, x.shape).astype(np.float32) / 32768.0
+        return np.ascontiguousarray(x, dtype=np.float32), epoch, position
+
+    def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        y = self.augment.sample(rng).apply(x, self.source.sr)
+        # An augmenter may change the length (time stretch): crop or pad back.
+        if y.shape[1] >= self.n_signal:
+            return y[:, : self.n_signal]
+        return np.pad(y, ((0, 0), (0, self.n_signal - y.shape[1])))
+
+
+class ResumableBatchSampler:
+    """Infinite batch sampler: epoch after epoch, a seeded permutation of the
+    training examples, this rank's slice, full batches only (drop_last, as the
+    reference). Starts at a :class:`DataPosition`; yields lists of draws
+    ``(example index, epoch, position)``."""
+
+    def __init__(self, indices: np.ndarray, batch_size: int, seed: int, start: DataPosition, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = np.asarray(indices)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+        self.rank = rank
+        self.world_size = world_size
+        self.per_rank = math.ceil(len(self.indices) / world_size)
+        self.batches_per_epoch = self.per_rank // batch_size
+        if self.batches_per_epoch < 1:
+            raise DatasetError(f"{len(self.indices)} training examples cannot fill one batch of {batch_size} per process")
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        perm = self.indices[np.random.default_rng([self.seed, 7919, epoch]).permutation(len(self.indices))]
+        total = self.per_rank * self.world_size
+        perm = np.resize(perm, total)  # pad by wrapping around, like DistributedSampler
+        return perm[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch, offset = self.start.epoch, self.start.offset
+        while True:
+            if offset + self.batch_size > self.batches_per_epoch * self.batch_size:
+                epoch, offset = epoch + 1, 0
+            order = self.epoch_order(epoch)
+            while offset + self.batch_size <= self.batches_per_epoch * self.batch_size:
+                yield [(int(order[p]), epoch, p) for p in range(offset, offset + self.batch_size)]
+                offset += self.batch_size
+
+
+def _collate(items: list[tuple[np.ndarray, int, int]]) -> tuple[Any, int, int]:
+    import torch
+
+    x = torch.from_numpy(np.stack([it[0] for it in items]))
+    return x, items[-1][1], items[-1][2]
+
+
+class TrainData:
+    """The training stream and the validation set of one dataset for one config.
+
+    ``train_batches(position, device)`` yields ([B, C, n_signal] float32 on
+    ``device``, position after the batch) forever; ``val_batches(device)``
+    yields deterministic [B, C, n_signal] crops (the start of each validation
+    example, no augmentation).
+    """
+
+    def __init__(self, path: Path | str, cfg: Config, augment: Any = None, rank: int = 0, world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.source = ExampleSource(path)
+        self.rank, self.world_size = rank, world_size
+        tc = cfg.train
+        self.train_idx, self.val_idx = split_indices(len(self.source), float(tc.val_fraction), int(tc.val_max))
+        self.dataset = CropDataset(
+            self.source,
+            int(cfg.data.n_signal),
+            seed=int(tc.seed),
+            phase_mangle_p=float(tc.phase_mangle),
+            dequantize=bool(tc.dequantize),
+            augment=augment,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg.train.batch_size)
+
+    def check(self, pca_frames_needed: int = 0, hop: int = 1) -> None:
+        """Refuse a dataset that cannot train this config, before any work."""
+        cfg, src = self.cfg, self.source
+        where = str(src.path)
+        if src.sr != int(cfg.data.sr):
+            raise DatasetError(
+                f"{where}: dataset is {src.sr} Hz but the preset trains at {cfg.data.sr} Hz "
+                f"(re-run `ravedata prep --sr {cfg.data.sr}` or pass --set data.sr={src.sr})"
+            )
+        if src.channels != int(cfg.data.channels):
+            raise DatasetError(
+                f"{where}: dataset has {src.channels} channel(s) but the preset expects {cfg.data.channels} "
+                f"(re-run `ravedata prep --channels {cfg.data.channels}` or pass --set data.channels={src.channels})"
+            )
+        if src.example_length < int(cfg.data.n_signal):
+            raise DatasetError(
+                f"{where}: examples are {src.example_length} samples, shorter than the training crop "
+                f"data.n_signal={cfg.data.n_signal} (re-run prep with longer examples or lower data.n_signal)"
+            )
+        need = self.batch_size * self.world_size + 1
+        if len(src) < need:
+            raise DatasetError(
+                f"{where}: {len(src)} examples is too small for batch size {self.batch_size}: "
+                f"need at least {need} (one batch plus one validation example). Add audio, "
+                f"augment it (`ravedata prep --augment --variants N`), or lower --set train.batch_size"
+            )
+        if pca_frames_needed:
+            frames = min(len(self.train_idx), int(cfg.train.pca_examples)) * (src.example_length // hop)
+            if frames < pca_frames_needed:
+                raise DatasetError(
+                    f"{where}: the latent PCA needs at least {pca_frames_needed} latent frames "
+                    f"(latent size) but the dataset gives {frames}: add audio or lower --set model.latent_size"
+                )
+
+    def train_batches(self, position: DataPosition, device: Any) -> Iterator[tuple[torch.Tensor, DataPosition]]:
+        from torch.utils.data import DataLoader
+
+        sampler = ResumableBatchSampler(self.train_idx, self.batch_size, int(self.cfg.train.seed), position, self.rank, self.world_size)
+        workers = int(self.cfg.train.num_workers)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=getattr(device, "type", str(device)) == "cuda",
+            persistent_workers=False,
+            prefetch_factor=2 if workers else None,
+        )
+        per_epoch = sampler.batches_per_epoch * self.batch_size
+        for x, epoch, last in loader:
+            nxt = DataPosition(epoch, last + 1)
+            if nxt.offset >= per_epoch:
+                nxt = DataPosition(epoch + 1, 0)
+            yield x.to(device, non_blocking=True), nxt
+
+    def val_batches(self, device: Any, limit: int | None = None) -> Iterator[torch.Tensor]:
+        import torch
+
+        n = int(self.cfg.data.n_signal)
+        idx = self.val_idx[: limit or int(self.cfg.train.val_examples)]
+        for i in range(0, len(idx), self.batch_size):
+            xs = [self.source.read(int(j))[:, :n].astype(np.float32) / 32767.0 for j in idx[i : i + self.batch_size]]
+            yield torch.from_numpy(np.stack(xs)).to(device)
+
+    def examples(self, indices: np.ndarray, device: Any) -> Iterator[torch.Tensor]:
+        """Whole examples [1, C, n] (no crop, no augmentation), e.g. for the PCA."""
+        import torch
+
+        for j in indices:
+            x = self.source.read(int(j)).astype(np.float32) / 32767.0
+            yield torch.from_numpy(x)[None].to(device)
+
+
+def load_augment_plan(path: Path | str | None) -> Any:
+    """The rave_data augmentation plan for online augmentation (None without a path)."""
+    if path is None:
+        return None
+    from rave_data.augment import load_plan
+
+    return load_plan(path)

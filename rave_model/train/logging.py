@@ -1,0 +1,101 @@
+"""Training output: a rich progress display per stage and TensorBoard events.
+
+Only the main process logs (``enabled=False`` elsewhere makes every method a
+no-op), so a distributed launcher creates one logger per rank unchanged.
+TensorBoard event files go to ``RUN/tensorboard`` (``tensorboard --logdir RUN``).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class TrainLogger:
+    def __init__(self, run_dir: Path | str, enabled: bool = True, console: Console | None = None, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self.run_dir = Path(run_dir)
+        self._writer = None
+        self._tensorboard = tensorboard and enabled
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._t0 = 0.0
+        self._step0 = 0
+
+    # -- plain messages -----------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message, highlight=False)
+
+    # -- TensorBoard --------------------------------------------------------------------
+    @property
+    def writer(self):
+        if self._writer is None and self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    def scalars(self, prefix: str, values: dict[str, float], global_step: int) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, global_step)
+
+    def audio(self, tag: str, audio, global_step: int, sr: int) -> None:
+        """audio: [n] or [C, n] float tensor in [-1, 1] (channels are averaged:
+        TensorBoard plays mono)."""
+        if self.writer is not None:
+            if audio.dim() == 2:
+                audio = audio.mean(0)
+            self.writer.add_audio(tag, audio.clamp(-1, 1).cpu(), global_step, sample_rate=sr)
+
+    def text(self, tag: str, text: str) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text)
+
+    # -- progress -----------------------------------------------------------------------
+    def start_stage(self, name: str, start: int, total: int) -> None:
+        if not self.enabled:
+            return
+        self._progress = Progress(
+            TextColumn(f"[bold]{name}[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self._progress.add_task(name, total=total, completed=start, rate="", losses="")
+        self._progress.start()
+        self._t0, self._step0 = time.perf_counter(), start
+
+    def step(self, step: int, losses: dict[str, float]) -> None:
+        """Advance the display to ``step`` (steps done) with the latest losses."""
+        if self._progress is None:
+            return
+        elapsed = time.perf_counter() - self._t0
+        rate = (step - self._step0) / elapsed if elapsed > 0 else 0.0
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
+        self._progress.update(self._task, completed=step, rate=f"{rate:.2f} steps/s", losses=shown)
+
+    def steps_per_second(self, step: int) -> float:
+        elapsed = time.perf_counter() - self._t0
+        return (step - self._step0) / elapsed if elapsed > 0 else 0.0
+
+    def end_stage(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self) -> None:
+        self.end_stage()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None

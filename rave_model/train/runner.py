@@ -1,0 +1,290 @@
+"""The training loop: every registered stage in order, resumable, one command.
+
+:func:`fit` is what ``ravemodel fit`` calls. It owns what every stage shares:
+the run folder, the configuration, the model, the data stream position, the
+step counter, checkpoints (last + best), validation scheduling, logging, the
+NaN guard and a clean Ctrl-C. Stages (see :mod:`rave_model.train.stage`) only
+take steps.
+
+Reproducibility of a resumed run (CPU): the checkpoint stores the data
+position and every RNG state; each stage seeds the global RNG with
+``(seed, stage index)`` before building its networks, and the DataLoader
+draws its base seed from a private generator, so a run interrupted at step k
+and resumed takes the same steps k+1, k+2, ... as one that never stopped.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rave_model.train import checkpoint as ckpt_io
+from rave_model.train.stage import DataPosition, Stage, TrainContext
+from rave_model.train.stages import STAGES, stage_class
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ConfigMismatch(ValueError):
+    """Overrides on resume that would change the trained networks."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    done: list[str]
+    interrupted: bool = False
+    #: (stage, step, losses) of every step taken by this call.
+    history: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def pick_device(name: str = "auto") -> Any:
+    """"auto" -> cuda, else mps, else cpu; an explicit name is checked."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available (use --device auto or cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: Apple MPS is not available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def resolve_config(run_dir: Path, preset: str | Path, overrides: Sequence[str]) -> tuple[Any, dict[str, Any] | None]:
+    """The run's config: from its last checkpoint when resuming (overrides
+    applied on top, e.g. more steps), else from the preset + overrides."""
+    from rave_model.config import Config, load_config
+
+    try:
+        path = ckpt_io.find_checkpoint(run_dir)
+    except FileNotFoundError:
+        return load_config(preset, list(overrides)), None
+    ckpt = ckpt_io.load(path)
+    saved = Config.from_dict(ckpt["config"])
+    cfg = apply_overrides(saved, overrides)
+    changed = [k for k in ("data", "model") if cfg.to_dict()[k] != saved.to_dict()[k]]
+    if changed:
+        raise ConfigMismatch(
+            f"{path}: the run was trained with other {'/'.join(changed)} settings; "
+            f"only train/prior keys may change on resume (use a new --run folder)"
+        )
+    return cfg, ckpt
+
+
+def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
+    """Config with ``key=value`` overrides applied (validated by load_config)."""
+    import tempfile
+
+    from rave_model.config import load_config
+
+    if not overrides:
+        return cfg
+    # load_config validates and coerces overrides against a preset file; write
+    # the saved config as one so the same rules apply on resume.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resume.toml"
+        path.write_text(_to_toml(cfg.to_dict()))
+        return load_config(path, list(overrides))
+
+
+def _to_toml(d: Mapping[str, Any]) -> str:
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+        return repr(v)
+
+    lines = []
+    for section, values in d.items():
+        if isinstance(values, Mapping):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {val(v)}" for k, v in values.items() if v is not None]
+            lines.append("")
+        elif values is not None:
+            lines.insert(0, f"{section} = {val(values)}")
+    return "\n".join(lines)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to save and stop after the current step; a
+    second one interrupts immediately (the previous checkpoint stays)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def fit(
+    dataset: Path | str,
+    run_dir: Path | str,
+    preset: str | Path = "v2",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    augment_config: Path | str | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    stop_after: int | None = None,
+    logger: Any = None,
+    console: Any = None,
+) -> FitResult:
+    """Train (or resume) the run in ``run_dir`` on ``dataset`` through every stage.
+
+    ``stop_after`` stops (with a checkpoint, like Ctrl-C) after that many steps
+    of this call: tests and time-boxed jobs use it. Raises DatasetError,
+    ConfigMismatch, ValueError (bad config) or TrainingDiverged with a message
+    meant for the user.
+    """
+    import torch
+
+    from rave_model.data import TrainData, load_augment_plan
+    from rave_model.model import RAVE, count_parameters
+    from rave_model.train.logging import TrainLogger
+
+    run_dir = Path(run_dir)
+    cfg, ckpt = resolve_config(run_dir, preset, overrides)
+    dev = pick_device(device)
+    is_main = rank == 0
+    data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
+    torch.manual_seed(int(cfg.train.seed))
+    model = RAVE(cfg)
+    data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(model.hop_length))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(dev)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = logger or TrainLogger(run_dir, enabled=is_main, console=console)
+    ctx = TrainContext(cfg=cfg, model=model, device=dev, run_dir=run_dir, data=data, logger=log, rank=rank, world_size=world_size, is_main=is_main)
+    ctx.info.update((ckpt or {}).get("info", {}))
+
+    counts = count_parameters(model)
+    log.info(f"RAVE: {counts['total'] / 1e6:.2f}M parameters (encoder {counts['encoder'] / 1e6:.2f}M, decoder {counts['decoder'] / 1e6:.2f}M) on {dev}")
+    log.info(f"dataset {dataset}: {len(data.train_idx)} training / {len(data.val_idx)} validation examples, {data.source.sr} Hz, {data.source.channels} ch")
+    if ckpt is not None:
+        log.info(f"resuming {run_dir}: stage {ckpt['stage']}, step {ckpt['step']}, done: {', '.join(ckpt['done']) or '-'}")
+    elif is_main:
+        log.text("config", "```\n" + _to_toml(cfg.to_dict()) + "\n```")
+
+    result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])))
+    position = DataPosition.from_dict((ckpt or {}).get("data"))
+    taken = 0
+    try:
+        with _StopFlag() as stop:
+            for index, name in enumerate(STAGES):
+                if name in result.done:
+                    continue
+                torch.manual_seed(int(cfg.train.seed) * 1000 + index)
+                stage = stage_class(name)(ctx)
+                total = int(stage.total_steps())
+                step, best = 0, None
+                if ckpt is not None and ckpt["stage"] == name:
+                    stage.load_state_dict(ckpt["stage_state"])
+                    step, best = int(ckpt["step"]), ckpt.get("best")
+                    ckpt_io.set_rng_state(ckpt.get("rng"))
+                ckpt = None  # only the first stage run by this call resumes
+
+                def save(which: str = "last", _stage: Stage = stage, _name: str = name) -> Path:
+                    return _save(ctx, _stage, _name, step, result.done, position, best, which)
+
+                stage.on_start()
+                log.start_stage(name, step, total)
+                batches = stage.batches(position)
+                while step < total:
+                    batch, next_position = next(batches)
+                    losses = stage.train_step(batch, step)
+                    _check_finite(name, step + 1, losses, run_dir)
+                    step, position, taken = step + 1, next_position, taken + 1
+                    result.history.append((name, step, losses))
+                    log.step(step, losses)
+                    if is_main and step % int(cfg.train.log_every) == 0:
+                        log.scalars(name, losses, step)
+                    if step % int(cfg.train.val_every) == 0 or step == total:
+                        metrics = stage.validate()
+                        if metrics and is_main:
+                            log.scalars(f"{name}/validation", metrics, step)
+                            stage.log_media(step)
+                            value = metrics.get("spectral_distance")
+                            if value is not None and (best is None or value < best):
+                                best = value
+                                result.checkpoint = save("best")
+                    if is_main and step % int(cfg.train.ckpt_every) == 0:
+                        result.checkpoint = save()
+                    if stop.requested or (stop_after is not None and taken >= stop_after):
+                        result.checkpoint = save() if is_main else None
+                        result.interrupted = True
+                        log.end_stage()
+                        log.info(f"stopped at {name} step {step}/{total}; checkpoint saved. Run the same command to resume.")
+                        return result
+                log.end_stage()
+                info = stage.on_complete()
+                if info:
+                    ctx.info[name] = info
+                result.done.append(name)
+                if is_main:
+                    result.checkpoint = save()
+                log.info(f"stage {name} done ({total} steps)")
+                del batches
+    finally:
+        log.close()
+    return result
+
+
+def _check_finite(stage: str, step: int, losses: Mapping[str, float], run_dir: Path) -> None:
+    for k, v in losses.items():
+        if not math.isfinite(v):
+            where = ckpt_io.checkpoint_dir(run_dir) / ckpt_io.LAST
+            kept = f"the last good checkpoint {where} is kept" if where.exists() else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"stage {stage} step {step}: loss {k} is {v}; training stopped and {kept}. "
+                f"Lower the learning rate (--set train.lr=...) or check the dataset for broken audio"
+            )
+
+
+def _save(ctx: TrainContext, stage: Stage, name: str, step: int, done: list[str], position: DataPosition, best: float | None, which: str) -> Path:
+    state = {
+        "format": ckpt_io.FORMAT,
+        "config": ctx.cfg.to_dict(),
+        "stage": name,
+        "step": step,
+        "done": list(done),
+        "model": ctx.model.state_dict(),
+        "stage_state": stage.state_dict(),
+        "data": position.to_dict(),
+        "rng": ckpt_io.rng_state(),
+        "best": best,
+        "info": dict(ctx.info),
+    }
+    path = ckpt_io.checkpoint_dir(ctx.run_dir) / (ckpt_io.BEST if which == "best" else ckpt_io.LAST)
+    ckpt_io.save_atomic(state, path)
+    return path
