@@ -1,0 +1,151 @@
+"""Band-limited sample-rate conversion, streaming, with exact output length.
+
+The filter is torchaudio's windowed-sinc kernel (``torchaudio.transforms.Resample``
+builds it; we read its public ``kernel`` and ``width``), applied the way
+torchaudio applies it - a strided ``conv1d`` - but over a sliding buffer, so a
+file streams through in blocks of any size and gives the same samples as one
+call on the whole array.
+
+Why this filter: it is polyphase (cost per output sample = one short dot
+product), runs several thousand times real time on one core, and torch is a
+dependency already. soxr would be as good but is not a dependency;
+``pedalboard.Resample`` is a lo-fi effect (it keeps the input rate), not a
+rate converter.
+
+How streaming works. After reducing the ratio by the gcd to ``orig:new``,
+output chunk ``k`` (``new`` samples) is computed from the input window
+``[k*orig - width, k*orig + orig + width)``. We keep the input that future
+chunks still need (fewer than ``orig + 2*width`` samples), compute every chunk
+whose window is complete, and at :meth:`StreamResampler.flush` pad the end
+with zeros exactly as torchaudio pads, then cut to the promised length.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+#: Kaiser-windowed sinc. With 24 zero crossings per side, a cut-off at
+#: 94.5 % of the lower Nyquist and beta 12.0 the stop band lies below -100 dB and
+#: the pass band is flat to 0.01 dB up to 0.9 x Nyquist, at a few thousand
+#: times real time (see docs/processing.md and tests/rave_data/test_process.py).
+LOWPASS_FILTER_WIDTH = 24
+ROLLOFF = 0.945
+BETA = 12.0
+
+
+def out_frames(n_in: int, sr_in: int, sr_out: int) -> int:
+    """Output length for ``n_in`` input frames: round(n_in * sr_out / sr_in), halves up."""
+    return (2 * n_in * sr_out + sr_in) // (2 * sr_in)
+
+
+class StreamResampler:
+    """Resample a stream of [channels, n] float32 blocks from ``sr_in`` to ``sr_out``.
+
+    Feed blocks with :meth:`process` (each returns the output ready so far,
+    possibly empty), then call :meth:`flush` once. The outputs concatenated
+    have exactly :func:`out_frames` (``round(total_in * sr_out / sr_in)``)
+    frames and equal :func:`resample` on the whole input.
+    """
+
+    def __init__(
+        self,
+        sr_in: int,
+        sr_out: int,
+        channels: int,
+        lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
+        rolloff: float = ROLLOFF,
+        beta: float = BETA,
+    ) -> None:
+        if sr_in <= 0 or sr_out <= 0:
+            raise ValueError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
+        self.sr_in, self.sr_out, self.channels = int(sr_in), int(sr_out), int(channels)
+        g = math.gcd(self.sr_in, self.sr_out)
+        self._orig, self._new = self.sr_in // g, self.sr_out // g
+        self._in_total = 0
+        self._out_total = 0
+        self._flushed = False
+        self._kernel: Any = None
+        self._width = 0
+        if self.sr_in != self.sr_out:
+            import torch
+            import torchaudio
+
+            rs = torchaudio.transforms.Resample(
+                self.sr_in,
+                self.sr_out,
+                resampling_method="sinc_interp_kaiser",
+                lowpass_filter_width=lowpass_filter_width,
+                rolloff=rolloff,
+                beta=beta,
+                dtype=torch.float32,
+            )
+            self._kernel = rs.kernel.contiguous()  # [new, 1, orig + 2*width]
+            self._width = int(rs.width)
+        # Input not yet consumed, starting ``width`` zeros before the first
+        # sample (torchaudio's left padding).
+        self._buf = np.zeros((self.channels, self._width), np.float32)
+
+    @property
+    def passthrough(self) -> bool:
+        return self.sr_in == self.sr_out
+
+    def _convolve(self, buf: np.ndarray, chunks: int) -> np.ndarray:
+        """Output chunks 0..chunks-1 of ``buf`` ([C, L]) as [C, chunks*new]."""
+        import torch
+
+        klen = self._orig + 2 * self._width
+        x = torch.from_numpy(np.ascontiguousarray(buf[:, : (chunks - 1) * self._orig + klen]))
+        with torch.inference_mode():
+            y = torch.nn.functional.conv1d(x[:, None, :], self._kernel, stride=self._orig)  # [C, new, chunks]
+            return y.transpose(1, 2).reshape(buf.shape[0], chunks * self._new).numpy()
+
+    def _run(self, buf: np.ndarray) -> np.ndarray:
+        klen = self._orig + 2 * self._width
+        chunks = (buf.shape[1] - klen) // self._orig + 1 if buf.shape[1] >= klen else 0
+        if chunks <= 0:
+            self._buf = buf
+            return np.zeros((self.channels, 0), np.float32)
+        out = self._convolve(buf, chunks)
+        self._buf = buf[:, chunks * self._orig :]
+        return out
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Take [channels, n] input; return the [channels, m] output now complete."""
+        if self._flushed:
+            raise RuntimeError("StreamResampler.process called after flush")
+        if block.ndim != 2 or block.shape[0] != self.channels:
+            raise ValueError(f"expected a [{self.channels}, n] block, got shape {block.shape}")
+        block = block.astype(np.float32, copy=False)
+        self._in_total += block.shape[1]
+        if self.passthrough:
+            self._out_total += block.shape[1]
+            return block
+        out = self._run(np.concatenate([self._buf, block], axis=1))
+        self._out_total += out.shape[1]
+        return out
+
+    def flush(self) -> np.ndarray:
+        """Return the last output frames; the stream is finished afterwards."""
+        if self._flushed:
+            raise RuntimeError("StreamResampler.flush called twice")
+        self._flushed = True
+        want = out_frames(self._in_total, self.sr_in, self.sr_out) - self._out_total
+        if self.passthrough or want <= 0:
+            return np.zeros((self.channels, 0), np.float32)
+        # The same right padding torchaudio uses: enough for the last chunk.
+        pad = np.zeros((self.channels, self._width + self._orig), np.float32)
+        out = self._run(np.concatenate([self._buf, pad], axis=1))
+        self._buf = np.zeros((self.channels, 0), np.float32)
+        out = out[:, :want]
+        self._out_total += out.shape[1]
+        return out
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample a whole [channels, n] array; the same samples as streaming it."""
+    rs = StreamResampler(sr_in, sr_out, x.shape[0])
+    head = rs.process(x)
+    tail = rs.flush()
+    return np.concatenate([head, tail], axis=1) if tail.shape[1] else head
