@@ -141,13 +141,13 @@ class CausalConv1d(nn.Conv1d):
 
 class GatedResidual(nn.Module):
     """WaveNet block: dilated causal conv -> tanh * sigmoid gate -> 1x1 residual
-    and 1x1 skip outputs. res [B, res_size, T], skip [B, skp_size, T]."""
+    and 1x1 skip outputs. res [B, hidden_size, T], skip [B, skip_size, T]."""
 
-    def __init__(self, res_size: int, skp_size: int, kernel_size: int, dilation: int) -> None:
+    def __init__(self, hidden_size: int, skip_size: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
-        self.dilated = CausalConv1d(res_size, 2 * res_size, kernel_size, dilation)
-        self.to_res = nn.Conv1d(res_size, res_size, 1)
-        self.to_skip = nn.Conv1d(res_size, skp_size, 1)
+        self.dilated = CausalConv1d(hidden_size, 2 * hidden_size, kernel_size, dilation)
+        self.to_res = nn.Conv1d(hidden_size, hidden_size, 1)
+        self.to_skip = nn.Conv1d(hidden_size, skip_size, 1)
 
     def _gate(self, h: torch.Tensor, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.chunk(h, 2, 1)
@@ -176,8 +176,8 @@ class LatentPrior(nn.Module):
         self,
         latent_size: int,
         resolution: int = 32,
-        res_size: int = 512,
-        skp_size: int = 256,
+        hidden_size: int = 512,
+        skip_size: int = 256,
         kernel_size: int = 3,
         cycle_size: int = 4,
         n_layers: int = 10,
@@ -187,13 +187,13 @@ class LatentPrior(nn.Module):
             raise ValueError("the prior needs latent_size >= 1 and resolution >= 2")
         self.latent_size = latent_size
         self.resolution = resolution
-        self.skp_size = skp_size
-        self.inp = CausalConv1d(latent_size * resolution, res_size, kernel_size)
+        self.skip_size = skip_size
+        self.inp = CausalConv1d(latent_size * resolution, hidden_size, kernel_size)
         self.blocks = nn.ModuleList(
-            GatedResidual(res_size, skp_size, kernel_size, 2 ** (i % cycle_size)) for i in range(n_layers)
+            GatedResidual(hidden_size, skip_size, kernel_size, 2 ** (i % cycle_size)) for i in range(n_layers)
         )
-        self.out_hidden = nn.Conv1d(skp_size, skp_size, 1)
-        self.out_logits = nn.Conv1d(skp_size, latent_size * resolution, 1)
+        self.out_hidden = nn.Conv1d(skip_size, skip_size, 1)
+        self.out_logits = nn.Conv1d(skip_size, latent_size * resolution, 1)
         # Frames of context one prediction sees (the input conv plus every block).
         self.receptive_field = (kernel_size - 1) * (1 + sum(2 ** (i % cycle_size) for i in range(n_layers))) + 1
 
@@ -212,7 +212,7 @@ class LatentPrior(nn.Module):
         """One-hot frames [B, L*R, T] -> logits [B, L*R, T] for the *next* frame
         at every position (zero history)."""
         h = F.leaky_relu(self.inp(x), 0.2)
-        skip = torch.zeros(h.shape[0], self.skp_size, h.shape[-1], dtype=h.dtype, device=h.device)
+        skip = torch.zeros(h.shape[0], self.skip_size, h.shape[-1], dtype=h.dtype, device=h.device)
         for block in self.blocks:
             h, skip = block(h, skip)
         return self._head(skip)
@@ -221,7 +221,7 @@ class LatentPrior(nn.Module):
         """Like :meth:`forward` but continuing the cached history of earlier
         ``step`` calls: [B, L*R, T] -> [B, L*R, T]."""
         h = F.leaky_relu(self.inp.step(x), 0.2)
-        skip = torch.zeros(h.shape[0], self.skp_size, h.shape[-1], dtype=h.dtype, device=h.device)
+        skip = torch.zeros(h.shape[0], self.skip_size, h.shape[-1], dtype=h.dtype, device=h.device)
         for block in self.blocks:
             h, skip = block.step(h, skip)
         return self._head(skip)
@@ -237,15 +237,16 @@ class LatentPrior(nn.Module):
 
     # -- training --------------------------------------------------------------------
 
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         """Mean cross-entropy (nats) of predicting every frame of ``z`` [B, L, T]
-        (T >= L) from the frames before it, in the skewed order."""
+        (T >= L) from the frames before it, in the skewed order. ``network``:
+        this module wrapped (e.g. in DDP) to run the forward pass through."""
         idx = to_bins(skew(z), self.resolution)  # [B, L, S]
         x = one_hot(idx, self.resolution)
         # Position s predicts frame s from frames < s: shift right by one and feed
         # an all-zero "no frame yet" start frame, which sampling also starts from.
         x = F.pad(x[..., :-1], (1, 0))
-        logits = self.forward(x)  # [B, L*R, S]
+        logits = (self if network is None else network)(x)  # [B, L*R, S]
         b, _, s = logits.shape
         # cross_entropy wants the classes on dim 1: [B, R, L, S] against [B, L, S].
         logits = logits.reshape(b, self.latent_size, self.resolution, s).transpose(1, 2)
@@ -336,7 +337,7 @@ class LatentPrior(nn.Module):
 
 
 #: LatentPrior constructor arguments a PriorConfig may carry (same names).
-NETWORK_KEYS = ("resolution", "res_size", "skp_size", "kernel_size", "cycle_size", "n_layers")
+NETWORK_KEYS = ("resolution", "hidden_size", "skip_size", "kernel_size", "cycle_size", "n_layers")
 
 
 def build_prior(latent_size: int, config: Any) -> LatentPrior:
@@ -352,3 +353,23 @@ def latent_dims_for_fidelity(fidelity: torch.Tensor, target: float) -> int:
     ``fidelity`` buffer [latent_size] (cumulative explained variance, rising to 1)."""
     above = torch.nonzero(fidelity >= target)
     return int(above[0, 0]) + 1 if len(above) else int(fidelity.shape[0])
+
+
+def load_prior(checkpoint: dict[str, Any]) -> LatentPrior | None:
+    """The prior stored in a training checkpoint (``ravemodel fit``), in eval
+    mode on the CPU, or None when the run has no prior (yet).
+
+    Stage 3 keeps ``{"args": LatentPrior kwargs, "prior": state_dict, ...}`` as
+    its stage state; the prior is the last stage, so a run whose checkpoint is
+    in (or past) the prior stage carries it there. A prior interrupted mid-stage
+    is returned too: it is usable, only less trained.
+    """
+    if checkpoint.get("stage") != "prior":
+        return None
+    state = checkpoint.get("stage_state") or {}
+    if "args" not in state or "prior" not in state:
+        return None
+    args = dict(state["args"])
+    prior = build_prior(int(args.pop("latent_size")), args)
+    prior.load_state_dict(state["prior"])
+    return prior.eval()
