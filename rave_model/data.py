@@ -48,71 +48,43 @@ class DatasetError(ValueError):
 
 
 class ExampleSource:
-    """Random access to int16 examples [channels, n] of an LMDB dataset.
-
-    Fork-safe: the LMDB environment is opened lazily, once per process (a
-    DataLoader worker inherits no open handle), read-only and without lock so
-    a dataset on a read-only disk or one being read by several runs works.
+    """Random access to int16 examples [channels, n] of an LMDB dataset,
+    through rave_data's reader (``open_dataset``), which infers what an
+    acids-rave ``metadata.yaml`` lacks and is fork-safe for DataLoader workers.
     """
 
     def __init__(self, path: Path | str) -> None:
-        import yaml
+        from rave_data.dataset.reader import DatasetError as ReaderError
+        from rave_data.dataset.reader import open_dataset
 
         self.path = Path(path)
         if not (self.path / "data.mdb").is_file():
             raise DatasetError(f"{self.path}: no data.mdb here (make a dataset with `ravedata prep IN {self.path}`)")
-        meta: dict[str, Any] = {}
-        meta_path = self.path / "metadata.yaml"
-        if meta_path.is_file():
-            try:
-                meta = yaml.safe_load(meta_path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise DatasetError(f"{meta_path}: unreadable metadata ({exc})") from None
-        self._env = None
-        self._pid: int | None = None
-        with self._txn() as txn:
-            self.keys: list[bytes] = [k for k, _ in txn.cursor()]
-        if not self.keys:
-            raise DatasetError(f"{self.path}: the dataset is empty")
-        first, first_sr = self._decode(self.keys[0], meta.get("channels"))
-        self.channels: int = int(meta.get("channels") or first.shape[0])
-        self.sr: int = int(meta.get("sr") or first_sr or 44100)
-        self.example_length: int = int(first.shape[1])
-
-    def _txn(self):
-        import os
-
-        import lmdb
-
-        if self._env is None or self._pid != os.getpid():
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, max_readers=256, subdir=True)
-            self._pid = os.getpid()
-        return self._env.begin(buffers=False)
-
-    def _decode(self, key: bytes, channels: int | None) -> tuple[np.ndarray, int]:
-        from rave_data.dataset.codec import decode_waveform
-
-        with self._txn() as txn:
-            value = txn.get(key)
         try:
-            return decode_waveform(value, int(channels) if channels else None)
-        except ValueError as exc:
-            raise DatasetError(f"{self.path}: example {key.decode(errors='replace')}: {exc}") from None
+            self.dataset = open_dataset(self.path)
+            n = len(self.dataset)
+        except (ReaderError, ValueError, OSError) as exc:
+            raise DatasetError(str(exc)) from None
+        if self.dataset.metadata.get("lazy"):
+            raise DatasetError(
+                f"{self.path}: a lazy acids-rave dataset (audio left in the source files) is not supported; "
+                f"prepare it with `ravedata prep` or acids-rave's preprocess without --lazy"
+            )
+        if not n:
+            raise DatasetError(f"{self.path}: the dataset is empty")
+        self.channels: int = int(self.dataset.channels)
+        self.sr: int = int(self.dataset.sr or 44100)
+        self.example_length: int = int(self.dataset.n_signal)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.dataset)
 
     def read(self, index: int) -> np.ndarray:
         """int16 [channels, n] of example ``index`` (in key order)."""
-        x, _ = self._decode(self.keys[index], self.channels)
-        return x
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Never pickle an open LMDB handle into a worker.
-        state = dict(self.__dict__)
-        state["_env"] = None
-        state["_pid"] = None
-        return state
+        try:
+            return self.dataset.read(int(index))
+        except (ValueError, KeyError) as exc:
+            raise DatasetError(f"{self.path}: example {index}: {exc}") from None
 
 
 def split_indices(n: int, val_fraction: float, val_max: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +98,9 @@ def split_indices(n: int, val_fraction: float, val_max: int) -> tuple[np.ndarray
 
 
 def random_crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """[C, m] -> [C, n] at a random start (m >= n is checked up front)."""
+    """[C, m] -> [C, n] at a random start."""
+    if x.shape[1] < n:  # a short last example: pad rather than fail mid-run
+        x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
     start = int(rng.integers(0, x.shape[1] - n + 1))
     return x[:, start : start + n]
 
@@ -178,7 +152,14 @@ class CropDataset:
         return np.ascontiguousarray(x, dtype=np.float32), epoch, position
 
     def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        y = self.augment.sample(rng).apply(x, self.source.sr)
+        from rave_data.augment import AugmentError
+
+        try:
+            y = self.augment.sample(rng).apply(x, self.source.sr)
+        except AugmentError:
+            # One failing chain (a plugin bug on one crop) must not end a
+            # days-long run: train on this crop unaugmented.
+            return x
         # An augmenter may change the length (time stretch): crop or pad back.
         if y.shape[1] >= self.n_signal:
             return y[:, : self.n_signal]

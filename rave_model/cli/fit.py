@@ -1,2 +1,48 @@
-"""ravemodel fit commands (being written)."""
+"""``ravemodel fit``: train a RAVE model on a ``ravedata prep`` dataset.
+
+A thin wrapper over :func:`rave_model.train.runner.fit`; torch is imported
+inside the command so ``ravemodel --help`` stays instant.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rave_model.cli.app import app
+
+
+@app.command("fit")
+def fit_command(
+    dataset: Path = typer.Argument(..., help="Dataset folder made by `ravedata prep` (or acids-rave's preprocess)."),
+    preset: str = typer.Option("v2", "--preset", help="v1, v2, small, tiny, or a path to a .toml config."),
+    run: Path = typer.Option(None, "--run", help="Run folder (checkpoints, TensorBoard). Default: runs/<dataset name>-<preset>."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    augment_config: Path = typer.Option(None, "--augment-config", help="rave_data augmentation plan (TOML) applied online to training crops."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set train.batch_size=4 (repeatable)."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop (with a checkpoint) after this many steps of this call; run again to continue."),
+) -> None:
+    """Train all stages (VAE, adversarial, then any registered later stage) in
+    order; running the same command again resumes where it stopped."""
+    from rave_model.data import DatasetError
+    from rave_model.train.runner import ConfigMismatch, TrainingDiverged, fit
+
+    if run is None:
+        run = Path("runs") / f"{dataset.resolve().name}-{Path(preset).stem}"
+    if augment_config is not None and not augment_config.is_file():
+        _fail(f"{augment_config}: no such augmentation plan")
+    try:
+        result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
+    except (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; the last checkpoint is kept", err=True)
+        raise typer.Exit(130) from None
+    if result.stopped:
+        raise typer.Exit(130 if result.interrupted else 0)
+    typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)

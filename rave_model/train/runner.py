@@ -39,6 +39,9 @@ class ConfigMismatch(ValueError):
 class FitResult:
     run_dir: Path
     done: list[str]
+    #: Stopped before the end (Ctrl-C or ``stop_after``), with a checkpoint to resume from.
+    stopped: bool = False
+    #: Stopped by Ctrl-C.
     interrupted: bool = False
     #: (stage, step, losses) of every step taken by this call.
     history: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
@@ -189,7 +192,7 @@ def fit(
     ctx.info.update((ckpt or {}).get("info", {}))
 
     counts = count_parameters(model)
-    log.info(f"RAVE: {counts['total'] / 1e6:.2f}M parameters (encoder {counts['encoder'] / 1e6:.2f}M, decoder {counts['decoder'] / 1e6:.2f}M) on {dev}")
+    log.info(f"RAVE: {human_count(counts['total'])} parameters (encoder {human_count(counts['encoder'])}, decoder {human_count(counts['decoder'])}) on {dev}")
     log.info(f"dataset {dataset}: {len(data.train_idx)} training / {len(data.val_idx)} validation examples, {data.source.sr} Hz, {data.source.channels} ch")
     if ckpt is not None:
         log.info(f"resuming {run_dir}: stage {ckpt['stage']}, step {ckpt['step']}, done: {', '.join(ckpt['done']) or '-'}")
@@ -242,7 +245,7 @@ def fit(
                         result.checkpoint = save()
                     if stop.requested or (stop_after is not None and taken >= stop_after):
                         result.checkpoint = save() if is_main else None
-                        result.interrupted = True
+                        result.stopped, result.interrupted = True, stop.requested
                         log.end_stage()
                         log.info(f"stopped at {name} step {step}/{total}; checkpoint saved. Run the same command to resume.")
                         return result
@@ -258,6 +261,15 @@ def fit(
     finally:
         log.close()
     return result
+
+
+def human_count(n: int) -> str:
+    """12345678 -> "12.35M", 21432 -> "21.4k"."""
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
 
 
 def _check_finite(stage: str, step: int, losses: Mapping[str, float], run_dir: Path) -> None:

@@ -1,0 +1,206 @@
+"""Convolutions that run offline or streaming with the same weights.
+
+Every layer knows its padding as ``(total, right)``: offline it pads ``total - right``
+samples on the left and ``right`` on the right ("centered"; ``right = 0`` when the model
+is trained causal). In streaming mode all of the padding moves to the past and is
+taken from a cache of the previous call's input, so feeding a signal in blocks gives
+exactly the same output as feeding it whole to the streaming model. A non-causal
+model therefore gets delayed by ``right`` samples per layer once streaming; the
+residual connections (:class:`Residual`) delay their skip path by the same amount so
+both branches stay aligned.
+
+The caches are plain tensor attributes (not in the state dict) that are re-created
+when the batch size changes, which TorchScript supports, so a scripted module keeps
+its state between calls like nn~ expects.
+
+Shapes: every module here takes and returns ``[B, C, T]``. In streaming mode, a strided
+layer needs ``T`` to be a multiple of its stride (the export asks nn~ for buffers that
+are multiples of the hop length).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
+    """Total padding that makes a strided convolution map T samples to T / stride."""
+    return max(0, (kernel_size - 1) * dilation + 1 - stride)
+
+
+def _fresh_cache(cache: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
+    """``cache`` if it matches ``x``'s batch, channels and dtype, else ``n`` samples of silence."""
+    if cache.shape[0] != x.shape[0] or cache.shape[1] != x.shape[1] or cache.dtype != x.dtype:
+        return torch.zeros(x.shape[0], x.shape[1], n, dtype=x.dtype, device=x.device)
+    return cache
+
+
+class CachedPad1d(nn.Module):
+    """Pads ``[B, C, T]`` by ``total`` samples: centered offline, from a cache when streaming."""
+
+    def __init__(self, total: int, causal: bool) -> None:
+        super().__init__()
+        self.total = total
+        # Centered padding puts the extra sample (odd totals) on the left, like acids-rave.
+        self.right = 0 if causal else total // 2
+        self.streaming = False
+        self.cache = torch.zeros(0)
+
+    def reset(self) -> None:
+        self.cache = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.total == 0:
+            return x
+        if not self.streaming:
+            return F.pad(x, (self.total - self.right, self.right))
+        x = torch.cat([_fresh_cache(self.cache, x, self.total), x], -1)
+        self.cache = x[..., x.shape[-1] - self.total:]
+        return x
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` whose output has ``T / stride`` frames and that can stream.
+
+    ``[B, in_channels, T] -> [B, out_channels, T / stride]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        causal: bool = False,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
+        self.pad = CachedPad1d(conv_padding(kernel_size, stride, dilation), causal)
+
+    @property
+    def delay(self) -> int:
+        """Samples (at the input rate) this layer delays its output by once streaming."""
+        return self.pad.right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class OverlapAdd(nn.Module):
+    """Crops the ``(n + 1) * stride``-ish output of a transposed convolution to ``n * stride``.
+
+    Offline: drops ``left`` samples at the start and the rest of the overlap at the end.
+    Streaming: adds the previous call's tail (the part of its kernels that spills into
+    this block) to the start and keeps this call's tail for the next one.
+    """
+
+    def __init__(self, overlap: int, causal: bool) -> None:
+        super().__init__()
+        self.overlap = overlap
+        self.left = 0 if causal else overlap // 2
+        self.streaming = False
+        self.cache = torch.zeros(0)
+
+    def reset(self) -> None:
+        self.cache = torch.zeros(0)
+
+    def forward(self, y: torch.Tensor, n_out: int) -> torch.Tensor:
+        if self.overlap == 0:
+            return y[..., :n_out]
+        if not self.streaming:
+            return y[..., self.left:self.left + n_out]
+        head = y[..., :self.overlap] + _fresh_cache(self.cache, y, self.overlap)
+        self.cache = y[..., n_out:n_out + self.overlap]
+        return torch.cat([head, y[..., self.overlap:n_out]], -1)
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """Up-sampling by ``stride``: ``[B, in_channels, T] -> [B, out_channels, T * stride]``.
+
+    The bias (if any) is added after the overlap-add so that overlapping kernel tails
+    from two streaming calls do not count it twice.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = False, causal: bool = False
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        if kernel_size < stride:
+            raise ValueError(f"transposed convolution kernel ({kernel_size}) shorter than its stride ({stride})")
+        self.ola = OverlapAdd(kernel_size - stride, causal)
+
+    @property
+    def delay(self) -> int:
+        """Samples (at the output rate) this layer delays its output by once streaming."""
+        return self.ola.left
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose1d(x, self.weight, None, self.stride)
+        y = self.ola(y, x.shape[-1] * self.stride[0])
+        if self.bias is not None:
+            y = y + self.bias.unsqueeze(-1)
+        return y
+
+
+class Delay(nn.Module):
+    """Delays ``[B, C, T]`` by ``n`` samples while streaming; identity offline."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.streaming = False
+        self.cache = torch.zeros(0)
+
+    def reset(self) -> None:
+        self.cache = torch.zeros(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.n == 0 or not self.streaming:
+            return x
+        x = torch.cat([_fresh_cache(self.cache, x, self.n), x], -1)
+        self.cache = x[..., x.shape[-1] - self.n:]
+        return x[..., : x.shape[-1] - self.n]
+
+
+def branch_delay(module: nn.Module) -> int:
+    """Streaming delay of a chain of stride-1 layers: the sum of their right paddings."""
+    total = 0
+    for m in module.modules():
+        if isinstance(m, Conv1d):
+            if m.stride[0] != 1:
+                raise ValueError("branch_delay only applies to stride-1 branches")
+            total += m.delay
+    return total
+
+
+class Residual(nn.Module):
+    """``x + branch(x)``, the skip path delayed like the branch when streaming."""
+
+    def __init__(self, branch: nn.Module) -> None:
+        super().__init__()
+        self.branch = branch
+        self.skip = Delay(branch_delay(branch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.branch(x)
+
+
+_STATEFUL = (CachedPad1d, OverlapAdd, Delay)
+
+
+def set_streaming(module: nn.Module, streaming: bool) -> None:
+    """Switch every cached layer of ``module`` to streaming (or back) and clear the caches."""
+    for m in module.modules():
+        if isinstance(m, _STATEFUL):
+            m.streaming = streaming
+            m.reset()
+
+
+def reset_streaming(module: nn.Module) -> None:
+    """Forget the past: clear every cache (the next call starts from silence)."""
+    for m in module.modules():
+        if isinstance(m, _STATEFUL):
+            m.reset()

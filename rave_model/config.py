@@ -1,0 +1,333 @@
+"""Model, training and prior configuration: dataclasses, TOML presets, overrides.
+
+A run is described by one :class:`Config` made of four sections. Presets are TOML
+files shipped in ``rave_model/presets`` (``v1``, ``v2``, ``small``, ``tiny``); a
+preset only has to name the keys it changes, every other key takes the dataclass
+default below. Any key can be overridden as ``"section.key=value"`` (values are
+parsed as TOML, so ``model.ratios=[4,4,2]`` and ``train.lr=1e-4`` work) or from a
+mapping. Unknown keys are refused with the list of valid ones, and every value is
+coerced to the field's type and checked, so a typo never silently trains the wrong
+model.
+
+Adding a key: add a typed field with a default to the right dataclass (and, if a
+preset needs another value, to that preset). Nothing else has to change.
+
+The defaults are the RAVE paper's (v1) where the paper fixes them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+PRESETS = ("v1", "v2", "small", "tiny")
+
+
+@dataclass
+class DataConfig:
+    """What the model hears."""
+
+    sr: int = 48000
+    """Sampling rate in Hz; the dataset is resampled to it when loaded."""
+    channels: int = 1
+    """Audio channels the model encodes and decodes (1 = mono)."""
+    n_signal: int = 65536
+    """Training crop length in samples; a multiple of the model's hop length."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. ``hop_length = n_bands * prod(ratios)`` samples per latent frame."""
+
+    architecture: str = "v1"
+    """"v1": the paper's encoder (BatchNorm) and decoder (waveform x loudness + filtered
+    noise); "v2": acids-rave v2's dilated residual units, amplitude modulation."""
+    capacity: int = 64
+    """Channel width of the first encoder layer / last decoder layer; doubles per ratio."""
+    latent_size: int = 128
+    """Latent dimensions (before the fidelity crop of the export)."""
+    ratios: list[int] = field(default_factory=lambda: [4, 4, 4, 2])
+    """Down-sampling ratio of each encoder stage (mirrored by the decoder)."""
+    n_bands: int = 16
+    """PQMF sub-bands (a power of two; 1 disables the multiband decomposition)."""
+    pqmf_attenuation: float = 100.0
+    """Stop-band attenuation of the PQMF prototype filter, in dB."""
+    kernel_size: int = 3
+    """Kernel of the residual convolutions."""
+    dilations: list[list[int]] = field(default_factory=lambda: [[1, 1], [3, 1], [5, 1]])
+    """v1: one list per residual layer of the decoder's residual stacks (the dilation of
+    each of its convolutions). v2: one list per ratio, one dilated unit per entry."""
+    encoder_repeat: int = 1
+    """v1 only: convolutions per encoder stage (acids-rave's repeat_layers)."""
+    loud_stride: int = 1
+    """v1 only: stride of the loudness branch."""
+    use_noise: bool = True
+    """Add the filtered-noise branch to the decoder output."""
+    noise_ratios: list[int] = field(default_factory=lambda: [4, 4, 4])
+    """Strides of the noise branch; their product is the noise frame length in samples
+    (at the sub-band rate)."""
+    noise_bands: int = 5
+    """Frequency bands of each noise filter."""
+    amplitude_modulation: bool = False
+    """v2 only: the waveform head also predicts a sigmoid amplitude envelope."""
+    weight_norm: bool = True
+    """Weight-normalise the convolutions while training (folded away at export)."""
+    causal: bool = False
+    """Train with causal padding: the streaming export is then exactly the trained model
+    with no added latency. Non-causal models still stream (their padding is moved to the
+    past at export), with a small fixed latency and a small loss of quality."""
+
+
+@dataclass
+class TrainConfig:
+    """Stages 1 and 2 (representation learning, adversarial fine-tuning)."""
+
+    batch_size: int = 8
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    vae_steps: int = 1_000_000
+    """Stage 1 (VAE warm-up) steps."""
+    adversarial_steps: int = 2_000_000
+    """Stage 2 steps after the warm-up (the paper trains 3M steps in all)."""
+    beta_start: float = 0.1
+    """KL weight at step 0 (v1 keeps it constant)."""
+    beta_end: float = 0.1
+    """KL weight at the end of the beta warm-up."""
+    beta_warmup_steps: int = 1
+    """Steps over which beta goes (log-linearly) from beta_start to beta_end."""
+    stft_scales: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])
+    """FFT sizes of the multi-scale spectral distance."""
+    disc_scales: int = 3
+    """Waveform discriminators at successive 2x down-samplings (multi-scale)."""
+    disc_periods: list[int] = field(default_factory=list)
+    """Periods of the multi-period discriminator (empty: none)."""
+    disc_capacity: int = 16
+    disc_layers: int = 4
+    feature_matching: float = 10.0
+    """Weight of the feature-matching loss in stage 2."""
+    val_every: int = 10_000
+    ckpt_every: int = 10_000
+    log_every: int = 100
+    num_workers: int = 2
+    seed: int = 0
+    # -- added by the training helper (rave_model/train, docs/training.md) --
+    lr_end_factor: float = 0.1
+    """Stage 1 learning rate decays linearly to lr * lr_end_factor (the reference's
+    LinearLR); stage 2 trains the decoder at that final rate."""
+    disc_lr: float = 1e-4
+    """Adam learning rate of the discriminator."""
+    disc_every: int = 2
+    """Stage 2: one discriminator update every disc_every steps, generator updates on
+    the others (the reference's update_discriminator_every)."""
+    gan_loss: str = "hinge"
+    """Adversarial loss: "hinge" or "lsgan"."""
+    fm_skip_features: int = 0
+    """Feature matching ignores each sub-discriminator's first N feature maps."""
+    fm_relative: bool = False
+    """Feature matching as L1 relative to the real features' mean magnitude (v2)."""
+    phase_mangle: float = 0.8
+    """Probability of a random all-pass phase filter on a training crop."""
+    dequantize: bool = True
+    """Add uniform noise of one int16 step to training crops."""
+    val_fraction: float = 0.02
+    """Share of the examples held out for validation (at least 1, at most val_max)."""
+    val_max: int = 1000
+    val_examples: int = 64
+    """Validation examples evaluated at each validation (the first of the held-out set)."""
+    pca_examples: int = 256
+    """Training examples encoded for the latent PCA after stage 1."""
+    fidelity: float = 0.95
+    """Explained-variance share whose number of latent dimensions is reported and stored."""
+
+
+@dataclass
+class PriorConfig:
+    """Stage 3: the autoregressive prior over latent sequences."""
+
+    steps: int = 1_000_000
+    batch_size: int = 8
+    lr: float = 1e-4
+    hidden_size: int = 512
+    n_layers: int = 10
+    resolution: int = 32
+    """Quantisation levels per latent dimension."""
+    n_frames: int = 64
+    """Latent frames per training sequence."""
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prior": PriorConfig}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent frame (total compression ratio)."""
+        n = self.model.n_bands
+        for r in self.model.ratios:
+            n *= r
+        return n
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (TOML/JSON/pickle friendly), stored in checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; keys missing from ``d`` take their defaults, so
+        checkpoints written before a key existed still load. Unknown keys are refused."""
+        cfg = cls()
+        _apply(cfg, _flatten(d))
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse inconsistent values with a ValueError naming the key."""
+        m, d = self.model, self.data
+        if m.architecture not in ("v1", "v2"):
+            raise ValueError(f"model.architecture must be 'v1' or 'v2', got {m.architecture!r}")
+        if m.n_bands < 1 or m.n_bands & (m.n_bands - 1):
+            raise ValueError(f"model.n_bands must be a power of two, got {m.n_bands}")
+        for name in ("capacity", "latent_size", "kernel_size", "encoder_repeat", "loud_stride", "noise_bands"):
+            if getattr(m, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(m, name)}")
+        if not m.ratios or any(r < 1 for r in m.ratios):
+            raise ValueError(f"model.ratios must be positive integers, got {m.ratios}")
+        if any(r > 1 and r % 2 for r in m.ratios):
+            # Transposed convolutions with kernel 2r and stride r tile exactly only for even r.
+            raise ValueError(f"model.ratios must be 1 or even, got {m.ratios}")
+        if m.kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size must be odd, got {m.kernel_size}")
+        if m.architecture == "v2" and len(m.dilations) != len(m.ratios):
+            raise ValueError(
+                f"model.dilations needs one list per ratio for v2 ({len(m.ratios)}), got {len(m.dilations)}"
+            )
+        if any(not ds or any(x < 1 for x in ds) for ds in m.dilations):
+            raise ValueError(f"model.dilations must be non-empty lists of positive integers, got {m.dilations}")
+        if m.use_noise:
+            noise_hop = 1
+            for r in m.noise_ratios:
+                noise_hop *= r
+            band_hop = self.hop_length // m.n_bands
+            if not m.noise_ratios or band_hop % noise_hop:
+                raise ValueError(
+                    f"model.noise_ratios (product {noise_hop}) must divide prod(model.ratios) = {band_hop}"
+                )
+        if d.sr < 1 or d.channels < 1:
+            raise ValueError("data.sr and data.channels must be >= 1")
+        if d.n_signal % self.hop_length:
+            raise ValueError(f"data.n_signal ({d.n_signal}) must be a multiple of the hop length ({self.hop_length})")
+
+
+def valid_keys() -> list[str]:
+    """Every ``section.key`` a preset or an override may set."""
+    return [f"{s}.{f.name}" for s, t in SECTIONS.items() for f in dataclasses.fields(t)]
+
+
+def preset_path(name: str) -> Path:
+    """Path of a packaged preset."""
+    return Path(str(resources.files("rave_model") / "presets" / f"{name}.toml"))
+
+
+def load_config(preset: str | Path = "v2", overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """Build a Config from a preset and overrides.
+
+    Args:
+        preset: a packaged preset name ("v1", "v2", "small", "tiny") or a path to a .toml
+            file with [data], [model], [train], [prior] tables.
+        overrides: ``["train.batch_size=4", ...]`` (values parsed as TOML, bare words as
+            strings) or a mapping, flat (``{"train.batch_size": 4}``) or nested.
+
+    Raises:
+        ValueError: unknown preset, unknown key (the message lists the valid keys), a value
+            of the wrong type, or an inconsistent configuration.
+    """
+    path = Path(preset)
+    if isinstance(preset, str) and preset in PRESETS:
+        path = preset_path(preset)
+    elif not path.is_file():
+        raise ValueError(f"unknown preset {str(preset)!r}: use one of {', '.join(PRESETS)} or a path to a .toml file")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
+    cfg = Config()
+    _apply(cfg, _flatten(table), origin=str(path))
+    if isinstance(overrides, Mapping):
+        _apply(cfg, _flatten(overrides), origin="overrides")
+    else:
+        _apply(cfg, dict(_parse_override(o) for o in overrides), origin="overrides")
+    cfg.validate()
+    return cfg
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as model.architecture=v2
+    return key.strip(), value
+
+
+def _flatten(d: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in SECTIONS and isinstance(v, Mapping):
+            for kk, vv in v.items():
+                flat[f"{k}.{kk}"] = vv
+        else:
+            flat[k] = v
+    return flat
+
+
+def _apply(cfg: Config, flat: Mapping[str, Any], origin: str = "config") -> None:
+    valid = set(valid_keys())
+    for key, value in flat.items():
+        if key not in valid:
+            raise ValueError(f"{origin}: unknown key {key!r}; valid keys: {', '.join(valid_keys())}")
+        section, name = key.split(".", 1)
+        obj = getattr(cfg, section)
+        hint = typing.get_type_hints(type(obj))[name]
+        setattr(obj, name, _coerce(value, hint, key))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Coerce ``value`` to the annotated type (int, float, bool, str, list[...])."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, inner, key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported config type {hint!r}")

@@ -1,0 +1,119 @@
+"""Stage 2: adversarial fine-tuning (RAVE's second phase).
+
+The encoder is frozen (eval mode, no gradients: its BatchNorm statistics and
+the latent PCA stay what stage 1 left). The decoder learns against a
+discriminator (:mod:`rave_model.discriminator`): on one step in
+``train.disc_every`` the discriminator is updated on real vs decoded audio,
+on the others the decoder is updated on
+
+    multiband + fullband spectral distance
+    + adversarial loss (hinge or LSGAN, ``train.gan_loss``)
+    + ``train.feature_matching`` * feature matching,
+
+as the reference alternates them. Adam with ``train.betas`` for both; the
+decoder continues at the rate stage 1 ended with (``lr * lr_end_factor``),
+the discriminator uses ``train.disc_lr``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rave_model.discriminator import Discriminator
+from rave_model.losses import adversarial_losses
+from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
+from rave_model.train.stage import Stage, TrainContext
+
+
+def _split(features: list[list[torch.Tensor]], n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+    """Features of cat([real, fake]) -> (real features, fake features)."""
+    real = [[f[:n] for f in sub] for sub in features]
+    fake = [[f[n:] for f in sub] for sub in features]
+    return real, fake
+
+
+class AdversarialStage(Stage):
+    name = "adversarial"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        super().__init__(ctx)
+        tc = ctx.cfg.train
+        betas = tuple(float(b) for b in tc.betas)
+        # Freeze before any wrapping so a DDP wrapper only syncs the decoder.
+        ctx.model.encoder.requires_grad_(False)
+        # The v1 decoder adds its noise branch from stage 2 on (as acids-rave).
+        ctx.model.set_warmed_up(True)
+        self.discriminator = Discriminator.from_config(ctx.cfg).to(ctx.device)
+        self.disc = ctx.wrap(self.discriminator)
+        self.gen_opt = torch.optim.Adam(ctx.model.decoder.parameters(), lr=float(tc.lr) * float(tc.lr_end_factor), betas=betas)
+        self.dis_opt = torch.optim.Adam(self.discriminator.parameters(), lr=float(tc.disc_lr), betas=betas)
+        self.recon = Reconstruction(ctx)
+
+    def total_steps(self) -> int:
+        return int(self.ctx.cfg.train.adversarial_steps)
+
+    def on_start(self) -> None:
+        from rave_model.train.runner import human_count
+
+        n = sum(p.numel() for p in self.discriminator.parameters())
+        self.ctx.logger.info(f"discriminator: {human_count(n)} parameters")
+        self._modes()
+
+    def _modes(self) -> None:
+        model = self.ctx.model
+        model.train()
+        model.encoder.eval()
+        self.discriminator.train()
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        tc = self.ctx.cfg.train
+        n = batch.shape[0]
+        if step % int(tc.disc_every) == 0:
+            with torch.no_grad():
+                y, _ = self.recon(batch, frozen_encoder=True)
+            real, fake = _split(self.disc(torch.cat([batch, y], 0)), n)
+            adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
+            self.dis_opt.zero_grad(set_to_none=True)
+            adv["dis"].backward()
+            self.dis_opt.step()
+            return {"dis": float(adv["dis"]), "pred_real": float(adv["pred_real"]), "pred_fake": float(adv["pred_fake"])}
+
+        y, losses = self.recon(batch, frozen_encoder=True)
+        # The discriminator only scores here; its parameters get no update.
+        self.discriminator.requires_grad_(False)
+        real, fake = _split(self.disc(torch.cat([batch, y], 0)), n)
+        self.discriminator.requires_grad_(True)
+        adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
+        loss = losses["multiband"] + losses["fullband"] + adv["adv"] + float(tc.feature_matching) * adv["feature_matching"]
+        self.gen_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.gen_opt.step()
+        return {
+            "multiband": float(losses["multiband"]),
+            "fullband": float(losses["fullband"]),
+            "adv": float(adv["adv"]),
+            "feature_matching": float(adv["feature_matching"]),
+            "loss": float(loss),
+        }
+
+    def validate(self) -> dict[str, float]:
+        metrics = validate(self.ctx, self.recon.fullband)
+        self._modes()
+        return metrics
+
+    def log_media(self, step: int) -> None:
+        log_reconstructions(self.ctx, "adversarial/reconstruction", step)
+        self._modes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "gen_opt": self.gen_opt.state_dict(),
+            "dis_opt": self.dis_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+        self.dis_opt.load_state_dict(state["dis_opt"])

@@ -1,0 +1,432 @@
+"""Training on several processes (GPUs, machines) through torch.distributed.
+
+One training process per device. A process learns its place from the environment
+variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``LOCAL_WORLD_SIZE``), so the same code runs under ``torchrun --nnodes ...`` and under
+our own ``ravemodel fit --nproc N`` (rave_model.train.launch), which sets the same
+variables plus ``RAVE_DIST_STORE``: a file rendezvous instead of a TCP port, so a
+local run never listens on a network interface.
+
+Everything here degrades to a no-op in a single process (no process group), so the
+training loop calls these helpers unconditionally:
+
+- :func:`setup` / :func:`teardown`: the process group (NCCL on GPUs, gloo on CPUs).
+- :func:`is_main`, :func:`barrier`, :func:`any_rank`, :func:`reduce_mean`,
+  :func:`broadcast_object`: the few collectives a training loop needs.
+- :func:`wrap_model` / :func:`unwrap_model`: DistributedDataParallel in one place.
+- :class:`EpochShares`: each rank's disjoint share of an epoch, deterministic and
+  resumable with a different number of processes.
+- :func:`worker_errors`: records a rank's failure so the launcher can name it.
+
+torch is imported inside functions: ``ravemodel --help`` and the launcher parent
+(which only starts processes) never pay for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# Set by rave_model.train.launch for the processes it starts (never by torchrun).
+STORE_ENV = "RAVE_DIST_STORE"
+ERROR_DIR_ENV = "RAVE_DIST_ERROR_DIR"
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank among all processes, its rank on this
+    machine, and the torch device it trains on (``"cuda:1"``, ``"cpu"``...)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    device: str = "cpu"
+    backend: str | None = None  # None: no process group (a single process)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs, validates, writes TensorBoard and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+_CURRENT = DistContext()
+
+
+def current() -> DistContext:
+    """The context :func:`setup` made (a single-process one before it)."""
+    return _CURRENT
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def ranks_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int, int]:
+    """(rank, world_size, local_rank, local_world_size) from torchrun's variables;
+    (0, 1, 0, 1) when they are absent (a plain single-process run)."""
+    env = os.environ if environ is None else environ
+    world = _env_int(env, "WORLD_SIZE", 1)
+    rank = _env_int(env, "RANK", 0)
+    local_rank = _env_int(env, "LOCAL_RANK", rank)
+    local_world = _env_int(env, "LOCAL_WORLD_SIZE", world)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world}")
+    if not 0 <= local_rank < max(local_world, 1):
+        raise ValueError(f"LOCAL_RANK={local_rank} is not within LOCAL_WORLD_SIZE={local_world}")
+    return rank, world, local_rank, local_world
+
+
+def pick_device(requested: str, local_rank: int, world_size: int) -> str:
+    """The device of this process. ``auto`` takes this process's GPU when there is one.
+
+    Several processes on one machine each take the GPU numbered by their local rank,
+    as torchrun intends; mps has no multi-process backend, so it is refused for more
+    than one process.
+    """
+    import torch
+
+    req = (requested or "auto").lower()
+    if req == "auto":
+        if torch.cuda.is_available():
+            req = "cuda"
+        elif world_size == 1 and torch.backends.mps.is_available():
+            req = "mps"
+        else:
+            req = "cpu"
+    if req.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but torch sees no CUDA GPU")
+        if world_size > 1 or req == "cuda":
+            n = torch.cuda.device_count()
+            if local_rank >= n:
+                raise ValueError(
+                    f"local rank {local_rank} needs GPU {local_rank} but this machine has {n}: "
+                    f"start at most {n} processes per machine"
+                )
+            return f"cuda:{local_rank}"
+        return req
+    if req == "mps" and world_size > 1:
+        raise ValueError("mps supports a single process only: use --nproc 1 or --device cpu")
+    if req not in ("cpu", "mps"):
+        raise ValueError(f"unknown device {requested!r}: use auto, cpu, cuda or mps")
+    return req
+
+
+def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
+    """Join the process group this process was started into, and pick its device.
+
+    A single process (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) gets a context and no
+    process group. NCCL is used when the device is a GPU, gloo otherwise.
+    ``timeout_s`` bounds how long a collective waits for a missing peer.
+    """
+    global _CURRENT
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    rank, world, local_rank, local_world = ranks_from_env()
+    dev = pick_device(device, local_rank, world)
+    if world == 1:
+        _CURRENT = DistContext(device=dev)
+        return _CURRENT
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed: train with one process")
+    backend = "nccl" if dev.startswith("cuda") else "gloo"
+    if dev.startswith("cuda"):
+        # NCCL maps a rank to the current device; set it before the group exists.
+        torch.cuda.set_device(torch.device(dev))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if not dist.is_initialized():
+        store_path = os.environ.get(STORE_ENV)
+        if store_path:
+            # Local launch: a shared file is the rendezvous, no TCP port is opened.
+            store = dist.FileStore(store_path, world)
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+        else:
+            # torchrun (one machine or many): MASTER_ADDR/MASTER_PORT or its agent store.
+            dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, timeout=timeout)
+    _CURRENT = DistContext(rank, world, local_rank, local_world, dev, backend)
+    return _CURRENT
+
+
+def teardown() -> None:
+    """Leave the process group (safe to call when there is none)."""
+    global _CURRENT
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _CURRENT = DistContext(device=_CURRENT.device)
+
+
+def _group_active() -> bool:
+    if _CURRENT.world_size <= 1:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _comm_device() -> "torch.device":
+    """NCCL collectives need tensors on the GPU; gloo needs them on the CPU."""
+    import torch
+
+    return torch.device(_CURRENT.device if _CURRENT.backend == "nccl" else "cpu")
+
+
+def is_main() -> bool:
+    return _CURRENT.is_main
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (e.g. rank 0 finished writing a checkpoint)."""
+    if _group_active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one.
+
+    The training loop asks this each step for "stop now" (Ctrl-C, a non-finite loss,
+    a step limit): all ranks then leave at the same step, so none is left waiting in
+    a collective for a peer that already stopped.
+    """
+    if not _group_active():
+        return bool(flag)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def reduce_mean(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The mean over all ranks of each metric (for logging what the whole batch did).
+
+    Every rank must pass the same keys; they are sorted so the order agrees.
+    """
+    keys = sorted(metrics)
+    if not _group_active() or not keys:
+        return {k: float(metrics[k]) for k in keys}
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= _CURRENT.world_size
+    return dict(zip(keys, t.tolist()))
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (a picklable value: a path, a dict, a number)."""
+    if not _group_active():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if _CURRENT.rank == src else None]
+    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    return box[0]
+
+
+def broadcast_module(module: "torch.nn.Module", src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into ``module`` on every rank.
+
+    For state computed on rank 0 alone after a stage (e.g. the PCA buffers), before
+    the next stage trains from it.
+    """
+    if not _group_active():
+        return
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            if _CURRENT.backend == "nccl" or t.device.type == "cpu":
+                dist.broadcast(t.data, src=src)
+            else:
+                tmp = t.data.to(_comm_device())
+                dist.broadcast(tmp, src=src)
+                t.data.copy_(tmp)
+
+
+def wrap_model(module: "torch.nn.Module", find_unused_parameters: bool = False) -> "torch.nn.Module":
+    """``module`` in DistributedDataParallel when there are several processes.
+
+    DDP copies rank 0's parameters and buffers to every rank when it wraps, and
+    averages gradients across ranks during ``backward()``: every rank then takes the
+    same optimizer step and the weights stay identical. Only parameters that need a
+    gradient at wrapping time are synchronised, so freeze first, then wrap. Call the
+    wrapper's ``forward`` once per backward (wrap a module whose forward computes the
+    loss when a step calls several sub-modules).
+    """
+    if not _group_active():
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if not any(p.requires_grad for p in module.parameters()):
+        return module  # nothing to synchronise (e.g. a frozen model used for inference)
+    dev = _CURRENT.device
+    ids = [int(dev.split(":")[1])] if dev.startswith("cuda:") else None
+    return DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+
+def unwrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
+    """The plain module inside a DDP wrapper (what checkpoints store)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return module.module if isinstance(module, DDP) else module
+
+
+class EpochShares:
+    """This rank's share of the example indices of each epoch (a DataLoader sampler).
+
+    The epoch's order is a permutation of ``range(n)`` drawn from ``(seed, epoch)``
+    alone, never from the number of processes. Rank r takes positions r, r+W, r+2W...
+    of that order, so the shares are disjoint and together cover the epoch; the tail is
+    padded from the start of the order so that every rank yields the same count (DDP
+    needs all ranks to take the same number of steps).
+
+    Resuming: ``consumed`` is how many examples of the epoch's order all ranks together
+    have used (``steps_in_epoch * global_batch``). Shares are then cut from the rest of
+    the order, so a run stopped with N processes goes on with M where it stopped.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        epoch: int = 0,
+        consumed: int = 0,
+    ) -> None:
+        if n < 1:
+            raise ValueError("an epoch needs at least one example")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not within world size {world_size}")
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.set_epoch(epoch, consumed)
+
+    def set_epoch(self, epoch: int, consumed: int = 0) -> None:
+        """Move to ``epoch``, skipping its first ``consumed`` examples (0..n)."""
+        if not 0 <= consumed <= self.n:
+            raise ValueError(f"consumed={consumed} is not within the epoch's {self.n} examples")
+        self.epoch, self.consumed = epoch, consumed
+
+    def order(self) -> np.ndarray:
+        """[n] int64: the whole epoch's order, the same on every rank."""
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int64)
+        # Seeded by (seed, epoch) only: a different world size sees the same order.
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n).astype(np.int64)
+
+    def share(self) -> np.ndarray:
+        """[len(self)] int64: this rank's indices for the rest of the epoch."""
+        rest = self.order()[self.consumed :]
+        if len(rest) == 0:
+            return rest
+        per_rank = -(-len(rest) // self.world_size)  # ceil
+        need = per_rank * self.world_size
+        if need > len(rest):
+            rest = np.concatenate([rest, np.resize(self.order(), need - len(rest))])
+        return rest[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.share().tolist())
+
+    def __len__(self) -> int:
+        return -(-(self.n - self.consumed) // self.world_size)
+
+
+def per_rank_batch(global_batch: int, world_size: int) -> int:
+    """Each rank's batch for a global batch split across ``world_size`` processes.
+
+    The configured batch size is the global one, so a run keeps the same optimisation
+    (same gradient average, same learning rate schedule per step) whatever the number
+    of processes, and a checkpoint resumes with a different number of processes.
+    """
+    if global_batch % world_size:
+        raise ValueError(
+            f"batch size {global_batch} cannot be split evenly across {world_size} processes: "
+            f"choose a process count that divides it, or --set train.batch_size="
+            f"{max(world_size, global_batch // world_size * world_size)}"
+        )
+    return global_batch // world_size
+
+
+def _error_report(exc: BaseException, rank: int) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "time": time.time(),
+        "type": type(exc).__name__,
+        "message": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def record_error(exc: BaseException, rank: int | None = None) -> None:
+    """Write this rank's failure where the launcher looks for it.
+
+    Under our launcher: ``$RAVE_DIST_ERROR_DIR/rank<R>.json``. Under torchrun: its
+    ``TORCHELASTIC_ERROR_FILE``, so torchrun's failure summary shows our error too.
+    The write is atomic, so a launcher never reads half a report.
+    """
+    r = _CURRENT.rank if rank is None else rank
+    err_dir = os.environ.get(ERROR_DIR_ENV)
+    if err_dir:
+        report = _error_report(exc, r)
+        path = Path(err_dir) / f"rank{r}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report))
+        os.replace(tmp, path)
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(exc)
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Record any exception escaping the block (see :func:`record_error`), then re-raise.
+
+    Wrap a worker's whole training call in it; Ctrl-C and ``SystemExit(0)`` are not
+    failures and are not recorded.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as e:
+        if e.code not in (0, None):
+            record_error(e)
+        raise
+    except BaseException as e:
+        record_error(e)
+        raise

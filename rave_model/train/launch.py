@@ -1,0 +1,185 @@
+"""Start N training processes on this machine (``ravemodel fit --nproc N``).
+
+What torchrun does for one machine, without its network rendezvous: each process is
+the same command with torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``LOCAL_WORLD_SIZE``) set, so the training code cannot tell the two apart. The
+processes meet through a file (``RAVE_DIST_STORE``, a torch FileStore) and gloo/NCCL
+are told to use the loopback interface: nothing listens beyond this machine.
+
+When one process fails, the others are stopped (they would otherwise wait in a
+collective for the dead peer, NCCL for a long time), and the failure that came
+first, with its rank, is reported. Checkpoints are written atomically by rank 0, so
+the last good one survives the stop.
+
+This module does not import torch: the parent only starts and watches processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from rave_model.train.distributed import ERROR_DIR_ENV, STORE_ENV
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """The failure that stopped a launch."""
+
+    rank: int
+    returncode: int
+    error_type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+    def describe(self) -> str:
+        """One line: which rank failed and why."""
+        if self.message is not None:
+            return f"rank {self.rank} failed: {self.error_type}: {self.message}"
+        if self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            return f"rank {self.rank} was killed by {name}"
+        return f"rank {self.rank} exited with status {self.returncode}"
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    returncode: int  # 0 when every rank finished cleanly
+    failure: RankFailure | None = None
+
+
+def worker_env(rank: int, nproc: int, store: Path, error_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of local process ``rank`` of ``nproc``: torchrun's variables
+    plus the file rendezvous and the loopback-only network settings."""
+    env = dict(base)
+    env.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(nproc),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(nproc),
+        GROUP_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        **{STORE_ENV: str(store), ERROR_DIR_ENV: str(error_dir)},
+    )
+    # gloo and NCCL's bootstrap bind their sockets to this interface's address only.
+    env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env.setdefault("NCCL_SOCKET_IFNAME", "lo")
+    # N processes share the cores: one torch thread pool each the size of its share,
+    # unless the user chose (torchrun does the same with OMP_NUM_THREADS=1).
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return env
+
+
+def _read_reports(error_dir: Path) -> list[dict]:
+    reports = []
+    for p in error_dir.glob("rank*.json"):
+        try:
+            reports.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue  # a report being written as we looked; the exit code still counts
+    return reports
+
+
+def first_failure(error_dir: Path, exits: Mapping[int, tuple[float, int]]) -> RankFailure | None:
+    """The failure that came first: the earliest recorded error report, else the
+    earliest abnormal exit. ``exits`` maps rank -> (time seen, return code).
+
+    Once one rank dies, its peers fail too ("connection closed by peer"); those
+    reports come later, so the earliest names the cause.
+    """
+    reports = sorted(_read_reports(error_dir), key=lambda r: r.get("time", float("inf")))
+    if reports:
+        r = reports[0]
+        rank = int(r.get("rank", -1))
+        return RankFailure(
+            rank=rank,
+            returncode=exits.get(rank, (0.0, 1))[1] or 1,
+            error_type=r.get("type"),
+            message=r.get("message"),
+            traceback=r.get("traceback"),
+        )
+    bad = sorted((t, rank, rc) for rank, (t, rc) in exits.items() if rc != 0)
+    if bad:
+        _, rank, rc = bad[0]
+        return RankFailure(rank=rank, returncode=rc)
+    return None
+
+
+def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM the processes still running, SIGKILL those still there after ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            p.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def launch_local(
+    cmd: Sequence[str],
+    nproc: int,
+    env: Mapping[str, str] | None = None,
+    peer_grace_s: float = 10.0,
+    kill_grace_s: float = 10.0,
+    poll_s: float = 0.05,
+) -> LaunchResult:
+    """Run ``cmd`` as ``nproc`` cooperating processes on this machine and wait for them.
+
+    When a process fails, its peers get ``peer_grace_s`` to fail on their own (gloo
+    notices a dead peer at once and they record why), then are terminated. Ctrl-C
+    reaches every process of the terminal's group; the parent waits for them to save
+    and leave, and stops any that linger.
+    """
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, not {nproc}")
+    base = dict(os.environ if env is None else env)
+    tmp = Path(tempfile.mkdtemp(prefix="ravemodel-dist-"))
+    error_dir = tmp / "errors"
+    error_dir.mkdir()
+    store = tmp / "store"  # created and removed by the workers' FileStore
+    procs: list[subprocess.Popen] = []
+    exits: dict[int, tuple[float, int]] = {}
+    try:
+        for rank in range(nproc):
+            procs.append(subprocess.Popen(list(cmd), env=worker_env(rank, nproc, store, error_dir, base)))
+        failed_at: float | None = None
+        while len(exits) < nproc:
+            for rank, p in enumerate(procs):
+                if rank not in exits and (rc := p.poll()) is not None:
+                    exits[rank] = (time.monotonic(), rc)
+                    if rc != 0 and failed_at is None:
+                        failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > peer_grace_s:
+                _stop(procs, kill_grace_s)
+                for rank, p in enumerate(procs):
+                    exits.setdefault(rank, (time.monotonic(), p.returncode))
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        # The workers got the same SIGINT: give them time to write their checkpoint.
+        deadline = time.monotonic() + peer_grace_s + kill_grace_s
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        raise
+    finally:
+        _stop(procs, kill_grace_s)
+        failure = first_failure(error_dir, exits)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if failure is None:
+        return LaunchResult(0)
+    return LaunchResult(failure.returncode if failure.returncode > 0 else 1, failure)

@@ -1,0 +1,93 @@
+"""What stages 1 and 2 share: the reconstruction pass, its spectral loss,
+validation on held-out audio, and reconstruction audio for TensorBoard."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from rave_model.losses import SpectralDistance
+
+if TYPE_CHECKING:
+    from rave_model.train.stage import TrainContext
+
+
+class AutoencoderPass(nn.Module):
+    """encode -> sample -> decode as one module, so a distributed wrapper
+    (``ctx.wrap``: DDP) sees the whole pass in one ``forward`` call.
+    ``forward(x [B, C, T])`` -> (y [B, C, T], y_bands [B, C*n_bands, T/n_bands], kl scalar).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, frozen_encoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        if frozen_encoder:
+            with torch.no_grad():
+                z, kl = model.reparametrize(model.encode(x))
+        else:
+            z, kl = model.reparametrize(model.encode(x))
+        y_bands = model.decode_multiband(z)
+        y = model.multiband_inverse(y_bands)
+        return y[..., : x.shape[-1]], y_bands[..., : x.shape[-1] // model.n_bands], kl
+
+
+class Reconstruction:
+    """The autoencoder pass with the reference's two spectral distances: one
+    on the PQMF sub-bands, one on the full-band signal.
+
+    ``__call__(x [B, C, T], frozen_encoder)`` returns (y [B, C, T], losses) with
+    losses {"multiband", "fullband", "kl"} (tensors).
+    """
+
+    def __init__(self, ctx: TrainContext) -> None:
+        self.ctx = ctx
+        scales = [int(s) for s in ctx.cfg.train.stft_scales]
+        self.fullband = SpectralDistance(scales).to(ctx.device)
+        self.multiband = SpectralDistance(scales).to(ctx.device)
+        self.net = ctx.wrap(AutoencoderPass(ctx.model))
+
+    def __call__(self, x: torch.Tensor, frozen_encoder: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        y, y_bands, kl = self.net(x, frozen_encoder)
+        # As the reference: the decoder's own sub-bands against the PQMF
+        # analysis of the input, and the synthesised signal against the input.
+        losses = {
+            "multiband": self.multiband(self.ctx.model.multiband(x), y_bands),
+            "fullband": self.fullband(x, y),
+            "kl": kl,
+        }
+        return y, losses
+
+
+@torch.no_grad()
+def validate(ctx: TrainContext, distance: SpectralDistance) -> dict[str, float]:
+    """Full-band spectral distance of the deterministic reconstruction
+    (``model.forward``: the posterior mean) over the validation crops."""
+    model = ctx.model
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x in ctx.data.val_batches(ctx.device):
+        y = model(x)[..., : x.shape[-1]]
+        total += float(distance(x, y)) * x.shape[0]
+        count += x.shape[0]
+    model.train(was_training)
+    return {"spectral_distance": total / count} if count else {}
+
+
+@torch.no_grad()
+def log_reconstructions(ctx: TrainContext, tag: str, step: int, n: int = 4) -> None:
+    """Original then reconstruction of the first ``n`` validation crops, one clip."""
+    model = ctx.model
+    was_training = model.training
+    model.eval()
+    for x in ctx.data.val_batches(ctx.device, limit=n):
+        y = model(x)[..., : x.shape[-1]]
+        # [B, C, T] pairs -> [C, B*2*T]: x0 y0 x1 y1 ...
+        pairs = torch.stack([x, y], 1).permute(2, 0, 1, 3).reshape(x.shape[1], -1)
+        ctx.logger.audio(tag, pairs, step, int(ctx.cfg.data.sr))
+        break
+    model.train(was_training)

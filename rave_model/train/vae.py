@@ -1,0 +1,77 @@
+"""Stage 1: representation learning (the VAE warm-up of RAVE).
+
+Encoder and decoder are trained together on the multiband + full-band
+spectral distance plus ``beta * KL``, with beta warmed up log-linearly from
+``train.beta_start`` to ``train.beta_end`` over ``train.beta_warmup_steps``.
+Adam (``train.lr``, ``train.betas``) with the learning rate decaying linearly
+to ``lr * train.lr_end_factor`` over the stage, as the reference schedules it.
+When the stage ends, the latent PCA (:mod:`rave_model.train.pca`) fills the
+model's ``latent_mean``/``latent_pca``/``fidelity`` buffers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rave_model.losses import beta_schedule
+from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
+from rave_model.train.stage import Stage, TrainContext
+
+
+class VAEStage(Stage):
+    name = "vae"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        super().__init__(ctx)
+        tc = ctx.cfg.train
+        model = ctx.model
+        self.params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=float(tc.lr), betas=tuple(float(b) for b in tc.betas))
+        self.sched = torch.optim.lr_scheduler.LinearLR(
+            self.opt, start_factor=1.0, end_factor=float(tc.lr_end_factor), total_iters=max(1, int(tc.vae_steps))
+        )
+        self.recon = Reconstruction(ctx)
+
+    def total_steps(self) -> int:
+        return int(self.ctx.cfg.train.vae_steps)
+
+    def on_start(self) -> None:
+        self.ctx.model.train()
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        tc = self.ctx.cfg.train
+        beta = beta_schedule(step, int(tc.beta_warmup_steps), float(tc.beta_start), float(tc.beta_end))
+        _, losses = self.recon(batch)
+        loss = losses["multiband"] + losses["fullband"] + beta * losses["kl"]
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        out["loss"] = float(loss)
+        out["beta"] = beta
+        return out
+
+    def validate(self) -> dict[str, float]:
+        return validate(self.ctx, self.recon.fullband)
+
+    def log_media(self, step: int) -> None:
+        log_reconstructions(self.ctx, "vae/reconstruction", step)
+
+    def on_complete(self) -> dict[str, Any]:
+        from rave_model.train.pca import fit_latent_pca
+
+        result = fit_latent_pca(self.ctx)
+        self.ctx.logger.info(
+            f"latent PCA: {result['pca_dims']} of {self.ctx.cfg.model.latent_size} dimensions explain "
+            f"{self.ctx.cfg.train.fidelity:.0%} of the variance (from {result['pca_frames']} latent frames)"
+        )
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
