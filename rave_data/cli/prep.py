@@ -1,2 +1,113 @@
-"""`ravedata prep` (being written)."""
+"""``ravedata prep IN OUT``: a thin wrapper over :func:`rave_data.prep.prep`.
+
+Parses options into :class:`~rave_data.settings.PrepSettings`, draws the
+progress bar, prints the summary (or JSON) and sets the exit status. Every
+option is explained in docs/prep.md.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rave_data.cli.app import app
+
+
+@app.command("prep")
+def prep_command(
+    in_dir: Path = typer.Argument(..., help="Folder of recordings (searched recursively).", show_default=False),
+    out_dir: Path = typer.Argument(..., help="Dataset folder to create or update.", show_default=False),
+    sr: int = typer.Option(44100, "--sr", help="Target sample rate in Hz (the model's rate)."),
+    channels: int = typer.Option(1, "--channels", help="Channels to keep: 1 = mono mix; N > 1 keeps N (mono is duplicated)."),
+    normalize: str = typer.Option("peak", "--normalize", help="peak | loudness | none."),
+    target_lufs: float = typer.Option(-23.0, "--target-lufs", help="Loudness target for --normalize loudness (LUFS)."),
+    peak_db: float = typer.Option(-1.0, "--peak-db", help="Peak level for --normalize peak, ceiling for loudness (dBFS)."),
+    no_trim: bool = typer.Option(False, "--no-trim", help="Keep all silence (no trimming at all)."),
+    max_silence: float = typer.Option(1.0, "--max-silence", help="Internal silences longer than this (s) are shortened to it."),
+    silence_db: float = typer.Option(-60.0, "--silence-db", help="Level below which audio counts as silence (dBFS)."),
+    fmt: str = typer.Option("wav", "--format", help="Processed audio format under out/audio: wav | flac."),
+    bits: int = typer.Option(16, "--bits", help="Bit depth of the processed audio files: 16 | 24."),
+    num_signal: int = typer.Option(131072, "--num-signal", help="Training crop length; each LMDB example holds 2x this per channel."),
+    pad_short: bool = typer.Option(False, "--pad-short", help="Zero-pad files shorter than one example into one example."),
+    augment: bool = typer.Option(False, "--augment", help="Also write augmented variants of every source."),
+    variants: Optional[int] = typer.Option(None, "--variants", help="Augmented variants per source (default 4 with --augment)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
+    augment_config: Optional[Path] = typer.Option(None, "--augment-config", help="Augmentation plan (TOML) instead of the default plan."),
+    include: Optional[list[str]] = typer.Option(None, "--include", help="Only files matching this glob (repeatable)."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = all cores)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the dataset in OUT and rebuild it from scratch."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Turn a folder of recordings into a RAVE training set (LMDB + processed audio)."""
+    import sys
+
+    from rave_data.prep import PrepError, prep
+    from rave_data.settings import PrepSettings, SettingsError, read_plan_text
+
+    def fail(message: str) -> None:
+        typer.echo(f"ravedata prep: error: {message}", err=True)
+        raise typer.Exit(2)
+
+    try:
+        if augment_config is not None and not augment:
+            raise SettingsError("--augment-config needs --augment")
+        n_variants = variants
+        if augment and n_variants is None:
+            from rave_data.augment import DEFAULT_VARIANTS
+
+            n_variants = DEFAULT_VARIANTS
+        plan_text = read_plan_text(augment_config)
+        if augment:
+            _check_plan(plan_text)
+        settings = PrepSettings(
+            sr=sr, channels=channels, normalize=normalize, target_lufs=target_lufs, peak_db=peak_db,
+            trim=not no_trim, max_silence=max_silence, silence_db=silence_db, format=fmt, bits=bits,
+            num_signal=num_signal, pad_short=pad_short, augment=augment, variants=n_variants or 0,
+            seed=seed, augment_plan=plan_text,
+        )
+    except (SettingsError, ValueError) as exc:
+        fail(str(exc))
+        return
+
+    progress = None
+    if not quiet and not as_json and sys.stderr.isatty():
+        from rave_data.progress import RichProgress
+
+        progress = RichProgress()
+    try:
+        report = prep(in_dir, out_dir, settings, jobs=jobs or None, include=include or (),
+                      exclude=exclude or (), overwrite=overwrite, progress=progress)
+    except PrepError as exc:
+        fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        typer.echo("ravedata prep: interrupted; run the same command again to finish", err=True)
+        raise typer.Exit(130) from None
+
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report, indent=2))
+    elif not quiet:
+        from rave_data.report import format_summary
+
+        typer.echo(format_summary(report))
+    if strict and (report["run"]["skipped"] or report["run"]["warnings"]):
+        raise typer.Exit(1)
+
+
+def _check_plan(plan_text: str | None) -> None:
+    """Fail before any work when the plan names unknown augmenters."""
+    import tomllib
+
+    from rave_data.augment import parse_plan
+    from rave_data.augment.plan import default_plan_text
+
+    try:
+        parse_plan(tomllib.loads(plan_text or default_plan_text()), source="--augment-config")
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--augment-config: not valid TOML: {exc}") from None

@@ -1,0 +1,334 @@
+"""One source file from start to finish, as a worker process runs it.
+
+decode -> channels -> resample -> trim silence -> (measure) -> normalise ->
+write the processed audio + cut LMDB examples -> (each augmented variant).
+
+Everything streams in blocks; the only whole-file state is the :class:`Spool`
+that holds the processed stream (on disk beyond 32 MB) until the
+normalisation gain is known. The worker never touches the LMDB: it leaves each
+output's examples in a raw int16 file under ``out/.ravedata/work`` and the
+parent commits them in sorted source order, so keys do not depend on
+``--jobs`` (see :mod:`rave_data.prep`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from rave_data import __version__
+from rave_data.settings import PrepSettings
+from rave_data.spool import Spool
+
+#: Frames per decoded block: large enough that per-block overhead is
+#: negligible, small enough that a block of 96 kHz stereo is ~1.5 MB.
+BLOCK_FRAMES = 1 << 17
+#: Augmentation is applied per segment of this many seconds so memory stays
+#: bounded on hour-long files (effects with tails restart at each boundary).
+AUGMENT_SEGMENT_SECONDS = 60.0
+
+
+@dataclass
+class SourceJob:
+    """What a worker needs to process one source (picklable)."""
+
+    path: str
+    rel: str  # POSIX path relative to in/
+    fingerprint: str
+    out_dir: str
+    work_dir: str
+    settings: PrepSettings
+
+
+@dataclass
+class OutputResult:
+    """One output file of a source: its manifest line (``keys`` filled in by
+    the parent at commit) and where its examples wait."""
+
+    line: dict[str, Any]
+    examples_path: str | None
+    n_examples: int
+
+
+@dataclass
+class SourceResult:
+    source: str
+    fingerprint: str
+    seconds_in: float = 0.0
+    outputs: list[OutputResult] = field(default_factory=list)
+    skipped: str | None = None  # reason the source was skipped
+    warnings: list[str] = field(default_factory=list)  # e.g. a failed variant
+    trimmed_seconds: float = 0.0
+    short: bool = False  # shorter than one example: nothing went into the LMDB
+
+
+def output_name(rel: str, fmt: str, variant: int | None = None) -> str:
+    """Output path (relative to out/) for source ``rel``: the input tree
+    mirrored under ``audio/``. The source extension is kept when it differs
+    from ``fmt`` (``take.mp3`` -> ``audio/take.mp3.wav``) so ``take.mp3`` and
+    ``take.flac`` never write the same file; variants add ``.augNN``."""
+    p = PurePosixPath(rel)
+    stem, ext = p.stem, p.suffix[1:]
+    name = stem if ext.lower() == fmt else f"{stem}.{ext}"
+    if variant is not None:
+        name += f".aug{variant:02d}"
+    return str(PurePosixPath("audio") / p.parent / f"{name}.{fmt}")
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    """float [-1, 1] -> int16, rounded, symmetric (+-32767, as acids-rave scales)."""
+    return np.clip(np.rint(x * 32767.0), -32767, 32767).astype(np.int16)
+
+
+class _Examples:
+    """Cuts an int16 stream into [channels, frames] examples, appended to a raw
+    file; the tail that does not fill a whole example is counted, not written."""
+
+    def __init__(self, path: Path, channels: int, frames: int) -> None:
+        self.path = path
+        self.frames = frames
+        self.count = 0
+        self._buf = np.zeros((channels, frames), np.int16)
+        self._fill = 0
+        self._file = open(path, "wb")
+
+    def feed(self, q: np.ndarray) -> None:
+        pos = 0
+        while pos < q.shape[1]:
+            n = min(self.frames - self._fill, q.shape[1] - pos)
+            self._buf[:, self._fill : self._fill + n] = q[:, pos : pos + n]
+            self._fill += n
+            pos += n
+            if self._fill == self.frames:
+                self._file.write(self._buf.tobytes())
+                self.count += 1
+                self._fill = 0
+
+    def finish(self, pad_short: bool) -> int:
+        """Close the file; returns the dropped tail in frames."""
+        dropped = self._fill
+        if pad_short and self.count == 0 and self._fill:
+            # Zero-pad a file shorter than one example into one example.
+            self._buf[:, self._fill :] = 0
+            self._file.write(self._buf.tobytes())
+            self.count, dropped = 1, 0
+        self._file.close()
+        return dropped
+
+
+def _emit(
+    stream: Iterable[np.ndarray], audio_path: Path, examples_path: Path, s: PrepSettings
+) -> tuple[int, int, int]:
+    """Write ``stream`` ([channels, n] float32 blocks, already normalised) as the
+    output audio file and as examples. Returns (frames, examples, dropped frames).
+
+    The audio goes to a hidden temp name and is renamed into place only when
+    complete, so a crash never leaves a half-written file under its real name.
+    """
+    import soundfile as sf
+
+    audio_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
+    cutter = _Examples(examples_path, s.channels, s.example_frames)
+    frames = 0
+    try:
+        subtype = "PCM_16" if s.bits == 16 else "PCM_24"
+        with sf.SoundFile(str(tmp), "w", s.sr, s.channels, subtype, format=s.format.upper()) as f:
+            for block in stream:
+                q = to_int16(block)
+                cutter.feed(q)
+                # 16-bit: the exact samples the LMDB holds; 24-bit: finer, from the float.
+                f.write(q.T if s.bits == 16 else np.clip(block, -1.0, 1.0).T)
+                frames += block.shape[1]
+        dropped = cutter.finish(s.pad_short)
+        os.replace(tmp, audio_path)
+    except BaseException:
+        cutter.finish(False)
+        tmp.unlink(missing_ok=True)
+        examples_path.unlink(missing_ok=True)
+        raise
+    return frames, cutter.count, dropped
+
+
+def _scaled(spool: Spool, gain: float) -> Iterator[np.ndarray]:
+    g = np.float32(gain)
+    for block in spool.blocks(BLOCK_FRAMES):
+        yield block * g
+
+
+def _segments(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]:
+    """Regroup a block stream into [channels, frames] segments (last one shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += block.shape[1]
+        while held >= frames:
+            joined = np.concatenate(pending, axis=1)
+            yield joined[:, :frames]
+            pending, held = [joined[:, frames:]], held - frames
+    if held:
+        yield np.concatenate(pending, axis=1)
+
+
+def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[str, Any]], float, float]:
+    """Phase 1: decode, mix, resample and trim into ``spool``, measuring as it
+    goes. Returns (AudioInfo, steps so far, gain, trimmed seconds)."""
+    from rave_data.decode import open_audio
+    from rave_data.process.channels import to_channels
+    from rave_data.process.loudness import LoudnessMeter, PeakMeter
+    from rave_data.process.normalize import db_to_gain, normalize_gain
+    from rave_data.process.resample import StreamResampler
+    from rave_data.process.trim import SilenceTrimmer
+
+    s = job.settings
+    peak = PeakMeter()
+    loud = LoudnessMeter(s.sr, s.channels) if s.normalize == "loudness" else None
+    with open_audio(job.path) as src:
+        info = src.info
+        rs = StreamResampler(info.sr, s.sr, s.channels)
+        trimmer = SilenceTrimmer(s.sr, s.channels, s.silence_db, s.max_silence, True) if s.trim else None
+
+        def keep(y: np.ndarray) -> None:
+            if trimmer is not None:
+                y = trimmer.process(y)
+            peak.feed(y)
+            if loud is not None:
+                loud.feed(y)
+            spool.append(y)
+
+        for block in src.blocks(BLOCK_FRAMES):
+            keep(rs.process(to_channels(block, s.channels)))
+        keep(rs.flush())
+    if trimmer is not None:
+        tail = trimmer.flush()
+        peak.feed(tail)
+        if loud is not None:
+            loud.feed(tail)
+        spool.append(tail)
+
+    if peak.peak < db_to_gain(s.silence_db):
+        raise _Skip(f"silent: no sample above {s.silence_db:g} dBFS")
+    trimmed = trimmer.removed_frames / s.sr if trimmer is not None else 0.0
+    lufs = loud.integrated_lufs() if loud is not None else float("nan")
+    gain = normalize_gain(s.normalize, peak.peak, lufs, s.target_lufs, s.peak_db)
+    steps: list[dict[str, Any]] = [
+        {"name": "decode", "params": {"backend": info.backend, "format": info.format, "sr": info.sr, "channels": info.channels}},
+        {"name": "channels", "params": {"from": info.channels, "to": s.channels}},
+        {"name": "resample", "params": {"sr_in": info.sr, "sr_out": s.sr}},
+    ]
+    if trimmer is not None:
+        steps.append({"name": "trim", "params": {"silence_db": s.silence_db, "max_silence": s.max_silence, "removed_seconds": round(trimmed, 6)}})
+    norm: dict[str, Any] = {"mode": s.normalize, "gain_db": round(20 * np.log10(gain), 4), "peak_before": round(peak.peak, 6)}
+    if s.normalize == "peak":
+        norm["peak_db"] = s.peak_db
+    elif s.normalize == "loudness":
+        norm.update(target_lufs=s.target_lufs, peak_db=s.peak_db, measured_lufs=round(lufs, 3))
+    steps.append({"name": "normalize", "params": norm})
+    return info, steps, gain, trimmed
+
+
+class _Skip(Exception):
+    """The source is skipped; ``str()`` is the reason."""
+
+
+def _line(job: SourceJob, out_rel: str, seconds_in: float, frames: int, dropped: int, steps: list[dict[str, Any]],
+          kind: str, variant: int | None, augment: list[dict[str, Any]] | None, n_examples: int) -> dict[str, Any]:
+    s = job.settings
+    return {
+        "source": job.rel,
+        "source_fingerprint": job.fingerprint,
+        "output": out_rel,
+        "kind": kind,
+        "variant": variant,
+        "augment": augment,
+        "seconds_in": round(seconds_in, 6),
+        "seconds_out": round(frames / s.sr, 6),
+        "sr": s.sr,
+        "channels": s.channels,
+        "format": s.format,
+        "bits": s.bits,
+        "steps": steps,
+        "keys": [],
+        "examples": n_examples,
+        "dropped_seconds": round(dropped / s.sr, 6),
+        "tool_version": __version__,
+    }
+
+
+def process_source(job: SourceJob) -> SourceResult:
+    """Process one source completely. Never raises for a bad file: the reason
+    comes back in :attr:`SourceResult.skipped` and nothing of it is left."""
+    from rave_data.audioinfo import DecodeError
+
+    s = job.settings
+    result = SourceResult(job.rel, job.fingerprint)
+    work = Path(job.work_dir)
+    tag = hashlib.sha1(job.rel.encode()).hexdigest()[:16]
+    spool = Spool(s.channels, work / f"{tag}.spool.f32")
+    try:
+        try:
+            info, steps, gain, trimmed = _decode_and_process(job, spool)
+        except DecodeError as exc:
+            result.skipped = exc.reason
+            return result
+        except _Skip as exc:
+            result.skipped = str(exc)
+            return result
+        except MemoryError:
+            result.skipped = "out of memory while decoding"
+            return result
+        except OSError as exc:
+            result.skipped = f"cannot read: {exc.strerror or exc}"
+            return result
+        result.seconds_in = info.seconds
+        result.trimmed_seconds = trimmed
+        steps = steps + [{"name": "quantize", "params": {"bits": s.bits, "lmdb": "int16"}}]
+
+        out_rel = output_name(job.rel, s.format)
+        ex_path = work / f"{tag}.orig.i16"
+        frames, n_ex, dropped = _emit(_scaled(spool, gain), Path(job.out_dir) / out_rel, ex_path, s)
+        result.short = frames < s.example_frames
+        result.outputs.append(OutputResult(
+            _line(job, out_rel, info.seconds, frames, dropped, steps, "original", None, None, n_ex),
+            str(ex_path), n_ex))
+
+        if s.n_variants:
+            _variants(job, spool, gain, info.seconds, steps, result, tag)
+        return result
+    finally:
+        spool.close()
+
+
+def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, steps: list[dict[str, Any]],
+              result: SourceResult, tag: str) -> None:
+    """Write each augmented variant of the processed audio. A failing chain
+    (a buggy plugin) costs that variant only, reported as a warning."""
+    import tomllib
+
+    from rave_data.augment import AugmentError, parse_plan, variant_rng
+    from rave_data.augment.plan import default_plan_text
+
+    s = job.settings
+    plan = parse_plan(tomllib.loads(s.augment_plan or default_plan_text()), source="augmentation plan")
+    seg = max(1, int(AUGMENT_SEGMENT_SECONDS * s.sr))
+    for v in range(1, s.n_variants + 1):
+        chain = plan.sample(variant_rng(s.seed, job.rel, v))
+        record = chain.to_record()
+        out_rel = output_name(job.rel, s.format, v)
+        ex_path = Path(job.work_dir) / f"{tag}.aug{v:02d}.i16"
+        stream = (chain.apply(x, s.sr) for x in _segments(_scaled(spool, gain), seg))
+        try:
+            frames, n_ex, dropped = _emit(stream, Path(job.out_dir) / out_rel, ex_path, s)
+        except AugmentError as exc:
+            result.warnings.append(f"{job.rel}: variant {v} not written: {exc}")
+            continue
+        vsteps = steps[:-1] + [{"name": "augment", "params": {"chain": record, "segment_seconds": AUGMENT_SEGMENT_SECONDS}}] + steps[-1:]
+        result.outputs.append(OutputResult(
+            _line(job, out_rel, seconds_in, frames, dropped, vsteps, "augmented", v, record, n_ex),
+            str(ex_path), n_ex))

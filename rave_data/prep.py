@@ -1,0 +1,351 @@
+"""``prep``: a folder of recordings -> a RAVE training set, incrementally.
+
+The parallel driver around :func:`rave_data.pipeline.process_source`:
+
+1. lock ``out/`` (one writer), check the settings it was made with;
+2. recover from a killed run: sweep LMDB keys no committed source owns,
+   delete temp files;
+3. find the sources; fingerprint them; keep the unchanged, drop the ones gone;
+4. process the rest in a process pool (spawn: torch is imported only in the
+   workers) and commit the results **in sorted source order**, so the keys
+   and the dataset are the same whatever ``--jobs``;
+5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``.
+
+A source is committed by writing its examples into ``data.mdb`` and then its
+record into the manifest store (one transaction each); a kill between the two
+leaves unreferenced keys that step 2 of the next run removes, so no example is
+ever duplicated, partial or missing once a run completes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rave_data import __version__
+from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_atomic, write_manifest
+from rave_data.dataset.metadata import dataset_metadata, write_metadata
+from rave_data.dataset.writer import ExampleWriter
+from rave_data.lock import FolderLock, LockedError
+from rave_data.pipeline import SourceJob, SourceResult, process_source
+from rave_data.settings import PrepSettings
+
+STATE_DIR = ".ravedata"
+#: Everything ``prep`` writes in out/ (and all that ``--overwrite`` deletes).
+OWN_FILES = ("data.mdb", "lock.mdb", "metadata.yaml", "manifest.jsonl", "report.json")
+
+
+class PrepError(Exception):
+    """A problem with the command as a whole (missing input, locked output,
+    settings mismatch); ``str()`` is one line for the user."""
+
+
+@dataclass
+class RunStats:
+    """What this run did (the dataset totals come from the manifest store)."""
+
+    found: int = 0
+    processed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recovered_keys: int = 0
+
+
+class Progress:
+    """Progress callbacks; the default does nothing (see rave_data.progress)."""
+
+    def start(self, files: int, nbytes: int) -> None: ...
+
+    def advance(self, result: SourceResult, nbytes: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def prep(
+    in_dir: Path | str,
+    out_dir: Path | str,
+    settings: PrepSettings | None = None,
+    *,
+    jobs: int | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Build or update the dataset in ``out_dir`` from the audio under ``in_dir``.
+
+    Returns the report (also written to ``out/report.json``). Raises
+    :class:`PrepError` for problems with the run as a whole; a bad source
+    file never raises, it is listed under ``skipped``.
+    """
+    settings = settings or PrepSettings()
+    progress = progress or Progress()
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    t0 = time.monotonic()
+    _check_folders(in_dir, out_dir)
+    state = out_dir / STATE_DIR
+    try:
+        with FolderLock(state / "lock", str(out_dir)):
+            stats = _prep_locked(in_dir, out_dir, settings, jobs or os.cpu_count() or 1, include, exclude, overwrite, progress)
+            from rave_data.report import build_report
+
+            report = build_report(in_dir, out_dir, settings, stats, _records(out_dir), time.monotonic() - t0)
+            import json
+
+            write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+            return report
+    except LockedError as exc:
+        raise PrepError(str(exc)) from None
+
+
+def _check_folders(in_dir: Path, out_dir: Path) -> None:
+    if not in_dir.exists():
+        raise PrepError(f"{in_dir}: input folder not found")
+    if not in_dir.is_dir():
+        raise PrepError(f"{in_dir}: input is not a folder")
+    if out_dir.resolve() == in_dir.resolve():
+        raise PrepError(f"{out_dir}: the output folder must differ from the input folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PrepError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from None
+    if not out_dir.is_dir():
+        raise PrepError(f"{out_dir}: output exists and is not a folder")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise PrepError(f"{out_dir}: output folder is not writable")
+
+
+def _records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    store = ManifestStore(out_dir / STATE_DIR / "state")
+    try:
+        return store.records()
+    finally:
+        store.close()
+
+
+def _wipe(out_dir: Path) -> None:
+    """Delete what a previous prep wrote (only our own names, never the user's)."""
+    for name in OWN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state", out_dir / STATE_DIR / "work"):
+        shutil.rmtree(sub, ignore_errors=True)
+
+
+def _prep_locked(
+    in_dir: Path, out_dir: Path, settings: PrepSettings, jobs: int,
+    include: Sequence[str], exclude: Sequence[str], overwrite: bool, progress: Progress,
+) -> RunStats:
+    from rave_data.discover import find_audio
+    from rave_data.fingerprint import fingerprint
+
+    state = out_dir / STATE_DIR
+    ours = (state / "state" / "data.mdb").exists()
+    if overwrite:
+        _wipe(out_dir)
+    elif (out_dir / "data.mdb").exists() and not ours:
+        raise PrepError(f"{out_dir}: holds a dataset that ravedata prep did not make; use --overwrite to replace it")
+
+    store = ManifestStore(state / "state")
+    writer = ExampleWriter(out_dir, settings.sr)
+    stats = RunStats()
+    try:
+        stored = store.settings()
+        if stored is None:
+            store.set_settings(settings.to_record())
+        elif stored != settings.to_record():
+            diff = "; ".join(settings.differences(stored))
+            raise PrepError(f"{out_dir}: was made with other settings ({diff}); use --overwrite to rebuild it")
+
+        # Recover from a killed run: unreferenced keys, temp files.
+        records = store.records()
+        stats.recovered_keys = len(writer.sweep(referenced_keys(records)))
+        work = state / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _remove_temp_audio(out_dir / "audio")
+
+        sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
+        stats.found = len(sources)
+        existing = set(writer.db.keys())
+        todo: list[SourceJob] = []
+        sizes: dict[str, int] = {}
+        seen: set[str] = set()
+        for path in sources:
+            rel = path.relative_to(in_dir).as_posix()
+            seen.add(rel)
+            try:
+                fp = fingerprint(path)
+                sizes[rel] = path.stat().st_size
+            except OSError as exc:
+                stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
+                continue
+            old = records.get(rel)
+            if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
+                stats.unchanged += 1
+                continue
+            todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
+
+        # Sources that are gone (or unreadable now) leave the dataset.
+        gone = sorted(set(records) - (seen - {s["source"] for s in stats.skipped}))
+        for rel in gone:
+            _drop(records.pop(rel), out_dir, store, writer)
+            stats.removed.append(rel)
+
+        progress.start(len(todo), sum(sizes.get(j.rel, 0) for j in todo))
+        try:
+            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0))):
+                _commit(result, settings, records, out_dir, store, writer, stats)
+        finally:
+            progress.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+        n_examples = len(writer.db.keys())
+        write_manifest(out_dir / "manifest.jsonl", manifest_lines(records))
+        write_metadata(out_dir, dataset_metadata(
+            sr=settings.sr, channels=settings.channels, num_signal=settings.num_signal,
+            n_examples=n_examples, tool_version=__version__))
+        return stats
+    finally:
+        writer.close()
+        store.close()
+
+
+def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes]) -> bool:
+    """Every output file and every LMDB key of a committed source still there."""
+    return all(
+        (out_dir / line["output"]).is_file() and all(k.encode() in existing for k in line["keys"])
+        for line in record["outputs"]
+    )
+
+
+def _remove_temp_audio(audio_dir: Path) -> None:
+    # Hidden ".name.PID.tmp" files are audio a killed worker was writing.
+    if audio_dir.is_dir():
+        for dirpath, _, files in os.walk(audio_dir):
+            for name in files:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(dirpath, name))
+
+
+def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: ExampleWriter,
+          keep: set[str] = frozenset()) -> None:
+    """Remove a committed source: files first, then its record, then its keys
+    (a crash in between leaves only unreferenced keys, swept next run)."""
+    for line in record["outputs"]:
+        if line["output"] not in keep:
+            (out_dir / line["output"]).unlink(missing_ok=True)
+    store.forget([record["source"]])
+    writer.delete(k.encode() for line in record["outputs"] for k in line["keys"])
+
+
+def _examples(path: str, channels: int, frames: int) -> Iterator[np.ndarray]:
+    """Read back a worker's raw int16 example file one example at a time."""
+    size = channels * frames * 2
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield np.frombuffer(chunk, dtype=np.int16).reshape(channels, frames)
+
+
+def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,
+            store: ManifestStore, writer: ExampleWriter, stats: RunStats) -> None:
+    """Put one processed source into the dataset (replacing its old version)."""
+    old = records.pop(result.source, None)
+    stats.warnings.extend(result.warnings)
+    if result.skipped is not None:
+        stats.skipped.append({"source": result.source, "reason": result.skipped})
+        if old is not None:
+            _drop(old, out_dir, store, writer)
+        return
+    new_outputs = {o.line["output"] for o in result.outputs}
+    if old is not None:
+        # New files already replaced same-named old ones; drop the rest, old keys too.
+        _drop(old, out_dir, store, writer, keep=new_outputs)
+    lines = []
+    for out in result.outputs:
+        line = dict(out.line)
+        line["keys"] = writer.append(_examples(out.examples_path, settings.channels, settings.example_frames)) if out.examples_path else []
+        if out.examples_path:
+            os.unlink(out.examples_path)
+        lines.append(line)
+    record = {"source": result.source, "fingerprint": result.fingerprint, "outputs": lines,
+              "trimmed_seconds": round(result.trimmed_seconds, 6), "short": result.short}
+    store.commit(record)
+    records[result.source] = record
+    stats.processed.append(result.source)
+
+
+def _worker_init() -> None:
+    # Each worker is one of --jobs processes: one thread each avoids
+    # oversubscribing the cores (torch would start one thread per core).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+
+def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None]) -> Iterator[SourceResult]:
+    """Results of ``todo`` in its (sorted) order, computed by ``jobs`` processes.
+
+    ``done`` is called as each finishes (any order) for the progress bar. A
+    worker that dies (a decoder crashing the process) costs only its source:
+    unfinished sources are retried one by one in a fresh pool.
+    """
+    if jobs <= 1 or len(todo) <= 1:
+        for job in todo:
+            r = process_source(job)
+            done(r)
+            yield r
+        return
+    import multiprocessing as mp
+
+    ready: dict[int, SourceResult] = {}
+    broken: list[int] = []
+    next_i = 0
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        futures: dict[Future[SourceResult], int] = {pool.submit(process_source, j): i for i, j in enumerate(todo)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                ready[i] = fut.result()
+                done(ready[i])
+            except BrokenProcessPool:
+                broken.append(i)
+                continue
+            while next_i in ready:
+                yield ready.pop(next_i)
+                next_i += 1
+            if broken:
+                break  # finish in order below, after retrying the broken ones
+    for i in sorted(broken):
+        ready[i] = _isolated(todo[i])
+        done(ready[i])
+    for i in range(next_i, len(todo)):
+        if i not in ready:  # lost when the pool broke: run it alone
+            ready[i] = _isolated(todo[i])
+            done(ready[i])
+        yield ready.pop(i)
+
+
+def _isolated(job: SourceJob) -> SourceResult:
+    """Run one source in its own process; a crash skips it with a reason."""
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        try:
+            return pool.submit(process_source, job).result()
+        except BrokenProcessPool:
+            return SourceResult(job.rel, job.fingerprint, skipped="the decoder crashed (worker process died)")

@@ -1,0 +1,98 @@
+"""``out/report.json`` and the terminal summary of a ``prep`` run.
+
+Two views: what *this run* did (found, processed, unchanged, removed, skipped
+with reasons) and what the *dataset* now holds (hours in and out, original vs
+augmented, trimmed silence, dropped tails, files too short for one example).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rave_data import __version__
+
+if TYPE_CHECKING:
+    from rave_data.prep import RunStats
+    from rave_data.settings import PrepSettings
+
+
+def build_report(
+    in_dir: Path, out_dir: Path, settings: PrepSettings, stats: RunStats,
+    records: dict[str, dict[str, Any]], wall_seconds: float,
+) -> dict[str, Any]:
+    example_seconds = settings.example_frames / settings.sr
+    lines = [line for rec in records.values() for line in rec["outputs"]]
+    originals = [line for line in lines if line["kind"] == "original"]
+    augmented = [line for line in lines if line["kind"] != "original"]
+    short = [
+        {"source": rec["source"], "seconds": rec["outputs"][0]["seconds_out"]}
+        for _, rec in sorted(records.items())
+        if rec.get("short")
+    ]
+
+    def hours(xs: list[dict[str, Any]], key: str) -> float:
+        return round(sum(x[key] for x in xs) / 3600, 6)
+
+    def lmdb_hours(xs: list[dict[str, Any]]) -> float:
+        return round(sum(len(x["keys"]) for x in xs) * example_seconds / 3600, 6)
+
+    return {
+        "tool_version": __version__,
+        "input": str(in_dir),
+        "output": str(out_dir),
+        "settings": settings.to_record(),
+        "run": {
+            "files_found": stats.found,
+            "processed": len(stats.processed),
+            "unchanged": stats.unchanged,
+            "removed": stats.removed,
+            "skipped": stats.skipped,
+            "warnings": stats.warnings,
+            "recovered_keys": stats.recovered_keys,
+            "wall_seconds": round(wall_seconds, 3),
+        },
+        "dataset": {
+            "sources": len(records),
+            "outputs": len(lines),
+            "examples": sum(len(x["keys"]) for x in lines),
+            "examples_augmented": sum(len(x["keys"]) for x in augmented),
+            "hours_in": hours(originals, "seconds_in"),
+            "hours_out": hours(originals, "seconds_out"),
+            "hours_out_augmented": hours(augmented, "seconds_out"),
+            "hours_lmdb": lmdb_hours(lines),
+            "hours_lmdb_original": lmdb_hours(originals),
+            "hours_lmdb_augmented": lmdb_hours(augmented),
+            "seconds_trimmed": round(sum(rec.get("trimmed_seconds", 0.0) for rec in records.values()), 3),
+            "seconds_dropped": round(sum(x["dropped_seconds"] for x in lines), 3),
+            "short_files": short,
+        },
+    }
+
+
+def _hms(hours: float) -> str:
+    s = int(round(hours * 3600))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """Human-readable summary (plain text, a few lines plus one per problem)."""
+    run, ds = report["run"], report["dataset"]
+    out = [
+        f"files found {run['files_found']}: processed {run['processed']}, unchanged {run['unchanged']}, "
+        f"skipped {len(run['skipped'])}, removed {len(run['removed'])}",
+        f"dataset: {ds['sources']} sources, {ds['examples']} examples "
+        f"({ds['examples_augmented']} augmented), {_hms(ds['hours_lmdb'])} in LMDB",
+        f"audio in {_hms(ds['hours_in'])} -> out {_hms(ds['hours_out'])} "
+        f"(+{_hms(ds['hours_out_augmented'])} augmented); silence trimmed {ds['seconds_trimmed']:.1f} s; "
+        f"tails not filling an example {ds['seconds_dropped']:.1f} s",
+    ]
+    if run["recovered_keys"]:
+        out.append(f"recovered from an interrupted run: removed {run['recovered_keys']} uncommitted examples")
+    for skip in run["skipped"]:
+        out.append(f"skipped {skip['source']}: {skip['reason']}")
+    for warning in run["warnings"]:
+        out.append(f"warning: {warning}")
+    for short in ds["short_files"]:
+        out.append(f"too short for one example ({short['seconds']:.2f} s): {short['source']}")
+    out.append(f"wrote {report['output']} in {run['wall_seconds']:.1f} s")
+    return "\n".join(out)
