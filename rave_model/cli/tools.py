@@ -1,2 +1,115 @@
-"""ravemodel tools commands (being written)."""
+"""Listening commands: ``ravemodel generate / encode / decode / reconstruct``.
+
+Thin wrappers over :mod:`rave_model.generate` and :mod:`rave_model.listen`.
+MODEL is a run folder, a checkpoint file or an exported ``.ts`` file. Any
+problem with a model, audio or latent file ends in one line on stderr naming
+the file and exit status 1; nothing half-written is left behind.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rave_model.cli.app import app
+
+MODEL_HELP = "A run folder (ravemodel fit), a checkpoint file, or an exported .ts file."
+SEED_HELP = "Seed of every random draw (same seed, same output)."
+
+
+def _run(command: str, work: Callable[[], str]) -> None:
+    """Run ``work`` (which returns the line to print); turn the errors a user
+    can cause into one line and exit status 1."""
+    from rave_model.listen import ListenError
+
+    try:
+        message = work()
+    except (ListenError, OSError) as exc:
+        typer.echo(f"ravemodel {command}: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(message)
+
+
+@app.command("generate")
+def generate_cmd(
+    model: Path = typer.Argument(..., help=MODEL_HELP, show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output wav (32-bit float, the model's rate).", show_default=False),
+    seconds: float = typer.Option(10.0, "--seconds", "-s", help="Seconds of new audio."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Sampling temperature: <1 safer, >1 wilder, 0 most likely."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+    prime: Optional[Path] = typer.Option(None, "--prime", help="Continue this recording (it starts the output).", show_default=False),
+) -> None:
+    """Generate audio with the prior (stage 3) and the decoder."""
+
+    def work() -> str:
+        from rave_model.generate import generate
+        from rave_model.listen import load_listener, write_audio
+
+        listener = load_listener(model)
+        audio = generate(listener, seconds, temperature=temperature, seed=seed, prime=prime)
+        write_audio(output, audio, listener.sr)
+        return f"{output}: {audio.shape[1] / listener.sr:.2f} s, {audio.shape[0]} ch, {listener.sr} Hz"
+
+    _run("generate", work)
+
+
+@app.command("encode")
+def encode_cmd(
+    model: Path = typer.Argument(..., help=MODEL_HELP, show_default=False),
+    audio: Path = typer.Argument(..., help="Audio file (any format, rate and channel count).", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output .npy, float32 [latent, frames].", show_default=False),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Encode an audio file to its latent trajectory (PCA space)."""
+
+    def work() -> str:
+        from rave_model.listen import encode_file, load_listener, save_latents
+
+        listener = load_listener(model)
+        z = encode_file(listener, audio, seed=seed)
+        save_latents(output, z)
+        return f"{output}: {z.shape[0]} latent dimensions x {z.shape[1]} frames ({listener.hop} samples each)"
+
+    _run("encode", work)
+
+
+@app.command("decode")
+def decode_cmd(
+    model: Path = typer.Argument(..., help=MODEL_HELP, show_default=False),
+    latents: Path = typer.Argument(..., help=".npy latents [latent, frames] (e.g. from ravemodel encode).", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output wav (32-bit float, the model's rate).", show_default=False),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Decode a latent trajectory to audio."""
+
+    def work() -> str:
+        from rave_model.listen import decode_latents, load_latents, load_listener, write_audio
+
+        listener = load_listener(model)
+        y = decode_latents(listener, load_latents(latents), seed=seed)
+        write_audio(output, y, listener.sr)
+        return f"{output}: {y.shape[1] / listener.sr:.2f} s, {y.shape[0]} ch, {listener.sr} Hz"
+
+    _run("decode", work)
+
+
+@app.command("reconstruct")
+def reconstruct_cmd(
+    model: Path = typer.Argument(..., help=MODEL_HELP, show_default=False),
+    audio: Path = typer.Argument(..., help="Audio file (any format, rate and channel count).", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Output wav (32-bit float, the model's rate).", show_default=False),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+) -> None:
+    """Encode then decode an audio file: hear what the model keeps."""
+
+    def work() -> str:
+        from rave_model.listen import load_listener, reconstruct_file, write_audio
+
+        listener = load_listener(model)
+        y = reconstruct_file(listener, audio, seed=seed)
+        write_audio(output, y, listener.sr)
+        return f"{output}: {y.shape[1] / listener.sr:.2f} s, {y.shape[0]} ch, {listener.sr} Hz"
+
+    _run("reconstruct", work)
