@@ -149,14 +149,27 @@ class PriorConfig:
     """Stage 3: the autoregressive prior over latent sequences."""
 
     steps: int = 1_000_000
+    """Prior training steps (0 skips stage 3)."""
     batch_size: int = 8
     lr: float = 1e-4
     hidden_size: int = 512
+    """Channels of the residual path of the prior's WaveNet."""
+    skip_size: int = 256
+    """Channels of the skip path (summed over blocks, then the output head)."""
     n_layers: int = 10
+    """Gated residual blocks."""
+    kernel_size: int = 3
+    """Kernel of the causal convolutions."""
+    cycle_size: int = 4
+    """Dilations 1, 2, 4, ... restart every cycle_size blocks."""
     resolution: int = 32
     """Quantisation levels per latent dimension."""
     n_frames: int = 64
     """Latent frames per training sequence."""
+    latent_size: int = 0
+    """PCA dimensions the prior models; 0: as many as `fidelity` of the variance needs."""
+    fidelity: float = 0.95
+    """Explained-variance fraction that picks latent_size when it is 0."""
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prior": PriorConfig}
