@@ -1,0 +1,118 @@
+"""A toy training worker for tests/rave_model/test_distributed.py.
+
+It uses rave_model.train.distributed exactly as the real training loop does: set-up
+from the environment, DDP wrapping, EpochShares with a global batch split across the
+ranks, metric all-reduce, a stop flag, rank-0-only checkpoints (atomic), and failure
+recording. Each rank also dumps what the test checks: the indices it read, its final
+weights, the reduced metrics, and the addresses it listens on.
+
+    python dist_worker.py OUT --steps 6 [--resume CKPT] [--fail-rank 1 --fail-step 3]
+                                        [--stop-rank 1 --stop-step 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from rave_model.train import distributed as dist
+
+N_EXAMPLES = 48
+GLOBAL_BATCH = 12
+
+
+def listening_addresses() -> list[str]:
+    import psutil
+
+    conns = psutil.Process().net_connections(kind="inet")
+    return sorted({c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN})
+
+
+def train(out: Path, steps: int, resume: Path | None, fail_rank: int, fail_step: int,
+          stop_rank: int = -1, stop_step: int = -1) -> None:
+    ctx = dist.setup("cpu")
+    # Different initial weights per rank: DDP must copy rank 0's to all.
+    torch.manual_seed(1000 + ctx.rank)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step, epoch, consumed = 0, 0, 0
+    if resume is not None:
+        state = torch.load(resume, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
+    ddp = dist.wrap_model(model)
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(N_EXAMPLES, 3, generator=g)
+    ys = (xs**2).sum(1, keepdim=True)
+    batch = dist.per_rank_batch(GLOBAL_BATCH, ctx.world_size)
+    shares = dist.EpochShares(N_EXAMPLES, ctx.rank, ctx.world_size, seed=7, epoch=epoch, consumed=consumed)
+    seen: list[int] = []
+    metrics: list[dict[str, float]] = []
+    stopped = False
+    while True:
+        it = iter(shares)
+        while step < steps:
+            idx = [i for _, i in zip(range(batch), it)]
+            if len(idx) < batch:
+                break
+            seen.extend(idx)
+            if ctx.rank == fail_rank and step == fail_step:
+                raise RuntimeError(f"injected failure at step {step}")
+            loss = torch.nn.functional.mse_loss(ddp(xs[idx]), ys[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            consumed += GLOBAL_BATCH
+            metrics.append(dist.reduce_mean({"loss": loss.item(), "rank": float(ctx.rank)}))
+            if dist.is_main():
+                ckpt = {"model": dist.unwrap_model(ddp).state_dict(), "opt": opt.state_dict(),
+                        "step": step, "epoch": epoch, "consumed": consumed}
+                tmp = out / "ckpt.pt.tmp"
+                torch.save(ckpt, tmp)
+                os.replace(tmp, out / "ckpt.pt")  # atomic: a killed run keeps the last good one
+                (out / f"main_only.{ctx.rank}").write_text(str(step))
+            dist.barrier()
+            # One rank asks to stop (as Ctrl-C would); all must leave at the same step.
+            if dist.any_rank(ctx.rank == stop_rank and step == stop_step):
+                stopped = True
+                break
+        if stopped or step >= steps:
+            break
+        epoch, consumed = epoch + 1, 0
+        shares.set_epoch(epoch)
+
+    flat = torch.cat([p.detach().flatten() for p in dist.unwrap_model(ddp).parameters()])
+    (out / f"rank{ctx.rank}.json").write_text(json.dumps({
+        "seen": seen, "weights": flat.tolist(), "metrics": metrics,
+        "listening": listening_addresses(), "world_size": ctx.world_size, "step": step,
+    }))
+    dist.teardown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--resume", type=Path)
+    ap.add_argument("--fail-rank", type=int, default=-1)
+    ap.add_argument("--fail-step", type=int, default=-1)
+    ap.add_argument("--stop-rank", type=int, default=-1)
+    ap.add_argument("--stop-step", type=int, default=-1)
+    a = ap.parse_args()
+    try:
+        with dist.worker_errors():
+            train(a.out, a.steps, a.resume, a.fail_rank, a.fail_step, a.stop_rank, a.stop_step)
+    except Exception as e:
+        print(f"error (rank {dist.current().rank}): {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
