@@ -1,0 +1,253 @@
+"""Signal steps of prep: channels, resampling, loudness, normalisation, trimming."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rave_data.process.channels import to_channels
+from rave_data.process.loudness import LoudnessMeter, PeakMeter, k_weighting
+from rave_data.process.normalize import normalize_gain
+from rave_data.process.resample import StreamResampler, out_frames, resample
+from rave_data.process.trim import SilenceTrimmer
+from tests.audio import concat, noise, silence, sine
+
+
+def stream(step, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Feed ``x`` ([C, n]) to ``step`` in blocks cycling through ``sizes``; return all output."""
+    out, pos, i = [], 0, 0
+    while pos < x.shape[1]:
+        n = sizes[i % len(sizes)]
+        out.append(step.process(x[:, pos : pos + n]))
+        pos += n
+        i += 1
+    out.append(step.flush())
+    return np.concatenate(out, axis=1)
+
+
+def db_power(x: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-30)
+
+
+# channels -----------------------------------------------------------------------
+def test_to_channels_mono_is_mean() -> None:
+    x = np.array([[1.0, 0.5], [0.0, -0.5]], np.float32)
+    np.testing.assert_allclose(to_channels(x, 1), [[0.5, 0.0]])
+
+
+def test_to_channels_duplicates_and_cycles() -> None:
+    mono = np.array([[0.1, 0.2]], np.float32)
+    np.testing.assert_array_equal(to_channels(mono, 3), np.repeat(mono, 3, axis=0))
+    st = np.array([[1.0], [2.0]], np.float32)
+    assert to_channels(st, 4)[:, 0].tolist() == [1.0, 2.0, 1.0, 2.0]
+    six = np.arange(6, dtype=np.float32)[:, None]
+    assert to_channels(six, 2)[:, 0].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError):
+        to_channels(st, 0)
+
+
+# resampling --------------------------------------------------------------------
+def test_no_alias_from_20k_sine_96k_to_32k() -> None:
+    # 20 kHz is above the 16 kHz Nyquist of 32 kHz: everything left is alias (at 12 kHz).
+    x = sine(1.0, 96000, 20000, amp=0.9)
+    y = resample(x, 96000, 32000)
+    assert y.shape == (1, 32000)
+    assert db_power(y[:, 1000:-1000]) - db_power(x) < -60.0
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(44100, 48000), (48000, 44100), (96000, 48000), (22050, 16000)])
+def test_passband_tone_survives_and_length_exact(sr_in: int, sr_out: int) -> None:
+    x = sine(0.5, sr_in, 1000, amp=0.5)
+    y = resample(x, sr_in, sr_out)
+    assert y.shape[1] == round(x.shape[1] * sr_out / sr_in)
+    ref = sine(0.5, sr_out, 1000, amp=0.5)[:, : y.shape[1]]
+    # A 1 kHz tone comes out as the same tone at the new rate (skip the edges,
+    # where the filter sees the zero padding).
+    edge = sr_out // 20
+    assert np.max(np.abs(y[:, edge:-edge] - ref[:, edge:-edge])) < 1e-3
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(44100, 48000), (48000, 44100), (96000, 48000), (96000, 32000)])
+def test_streaming_equals_whole(sr_in: int, sr_out: int) -> None:
+    x = noise(0.7, sr_in, amp=0.3, channels=2, seed=1)
+    whole = resample(x, sr_in, sr_out)
+    for sizes in ([1], [17, 4096, 3], [65536]) if sr_in == 44100 else ([1000, 7, 33333], [65536]):
+        rs = StreamResampler(sr_in, sr_out, 2)
+        got = stream(rs, x, sizes)
+        assert got.shape == whole.shape == (2, out_frames(x.shape[1], sr_in, sr_out))
+        assert np.max(np.abs(got - whole)) < 1e-5
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 146, 147, 148, 1000])
+def test_exact_length_for_tiny_inputs(n: int) -> None:
+    rs = StreamResampler(44100, 48000, 1)
+    y = stream(rs, np.ones((1, n), np.float32), [5])
+    assert y.shape == (1, (2 * n * 48000 + 44100) // (2 * 44100))
+
+
+def test_same_rate_is_passthrough() -> None:
+    x = noise(0.1, 16000)
+    rs = StreamResampler(16000, 16000, 1)
+    assert np.array_equal(stream(rs, x, [100]), x)
+
+
+def test_resampler_rejects_bad_blocks() -> None:
+    rs = StreamResampler(44100, 48000, 2)
+    with pytest.raises(ValueError):
+        rs.process(np.zeros((1, 10), np.float32))
+    rs.flush()
+    with pytest.raises(RuntimeError):
+        rs.process(np.zeros((2, 10), np.float32))
+
+
+# loudness ----------------------------------------------------------------------
+def test_k_weighting_matches_bs1770_table_at_48k() -> None:
+    (pb, pa), (rb, ra) = k_weighting(48000)
+    np.testing.assert_allclose(pb, [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-8)
+    np.testing.assert_allclose(pa, [1.0, -1.69065929318241, 0.73248077421585], atol=1e-8)
+    np.testing.assert_allclose(rb, [1.0, -2.0, 1.0])
+    np.testing.assert_allclose(ra, [1.0, -1.99004745483398, 0.99007225036621], atol=1e-8)
+
+
+@pytest.mark.parametrize("sr", [48000, 44100])
+def test_sine_at_minus_20_dbfs_reads_minus_23_lufs(sr: int) -> None:
+    m = LoudnessMeter(sr, 1)
+    m.feed(sine(5.0, sr, 997, amp=0.1))
+    assert m.integrated_lufs() == pytest.approx(-23.0, abs=0.3)
+
+
+def test_stereo_adds_power_and_silence_is_gated() -> None:
+    sr = 48000
+    tone = sine(3.0, sr, 997, amp=0.1, channels=1)
+    m = LoudnessMeter(sr, 2)
+    # Identical channels: +3 dB; the long silence after it is gated out.
+    m.feed(concat(np.vstack([tone, tone]), silence(10.0, sr, channels=2)))
+    assert m.integrated_lufs() == pytest.approx(-20.0, abs=0.3)
+
+
+def test_silence_and_short_input_are_minus_inf() -> None:
+    m = LoudnessMeter(48000, 1)
+    m.feed(silence(2.0, 48000))
+    assert m.integrated_lufs() == float("-inf")
+    short = LoudnessMeter(48000, 1)
+    short.feed(sine(0.3, 48000, amp=0.5))  # shorter than one 400 ms block
+    assert short.integrated_lufs() == float("-inf")
+
+
+def test_loudness_streaming_equals_one_shot() -> None:
+    sr = 44100
+    x = concat(noise(2.0, sr, amp=0.2, channels=2), sine(1.5, sr, 300, amp=0.05, channels=2))
+    one = LoudnessMeter(sr, 2)
+    one.feed(x)
+    many = LoudnessMeter(sr, 2)
+    for s in range(0, x.shape[1], 1237):
+        many.feed(x[:, s : s + 1237])
+    assert many.integrated_lufs() == pytest.approx(one.integrated_lufs(), abs=1e-9)
+
+
+def test_peak_meter() -> None:
+    p = PeakMeter()
+    p.feed(np.array([[0.1, -0.7]], np.float32))
+    p.feed(np.zeros((1, 0), np.float32))
+    p.feed(np.array([[0.3]], np.float32))
+    assert p.peak == pytest.approx(0.7)
+
+
+# normalisation -----------------------------------------------------------------
+def test_normalize_modes() -> None:
+    assert normalize_gain("none", 0.5, -30.0) == 1.0
+    assert 0.5 * normalize_gain("peak", 0.5, -30.0, peak_db=-1.0) == pytest.approx(10 ** (-1 / 20))
+    # -33 LUFS to -23: +10 dB, peak 0.1 -> 0.316, under the -1 dB ceiling.
+    assert normalize_gain("loudness", 0.1, -33.0, -23.0) == pytest.approx(10 ** 0.5)
+
+
+def test_loudness_gain_is_limited_by_peak() -> None:
+    g = normalize_gain("loudness", 0.5, -40.0, target_lufs=-23.0, peak_db=-1.0)
+    assert 0.5 * g == pytest.approx(10 ** (-1 / 20))
+
+
+def test_normalize_silence_and_unknown_mode() -> None:
+    assert normalize_gain("peak", 0.0, float("-inf")) == 1.0
+    assert normalize_gain("loudness", 0.2, float("-inf")) == 1.0
+    with pytest.raises(ValueError, match="unknown normalize mode"):
+        normalize_gain("rms", 0.5, -20.0)
+
+
+# trimming ----------------------------------------------------------------------
+SR = 16000
+
+
+def speech_like() -> np.ndarray:
+    """2 s silence + 1 s tone + 3 s silence + 1 s tone + 2 s silence."""
+    return concat(silence(2, SR), sine(1, SR, 440), silence(3, SR), sine(1, SR, 660), silence(2, SR))
+
+
+def test_trim_edges_and_long_pause() -> None:
+    x = speech_like()
+    t = SilenceTrimmer(SR, 1, silence_db=-60.0, max_silence=1.0)
+    y = stream(t, x, [4096])
+    assert y.shape[1] == pytest.approx(3 * SR, abs=0.02 * SR)  # 1 s tone + 1 s pause + 1 s tone
+    assert t.removed_frames == x.shape[1] - y.shape[1]
+    assert t.removed_frames == pytest.approx(6 * SR, abs=0.02 * SR)
+    # The kept pause sits between the tones: 0.5 s on each side of the cut.
+    mid = y[0, int(1.1 * SR) : int(1.9 * SR)]
+    assert np.max(np.abs(mid)) < 1e-3
+    assert np.max(np.abs(y[0, : int(0.9 * SR)])) > 0.4 and np.max(np.abs(y[0, -int(0.9 * SR) :])) > 0.4
+
+
+def test_trim_is_block_size_independent() -> None:
+    x = concat(speech_like(), noise(0.3, SR, amp=0.2), silence(1.7, SR))
+    ref = stream(SilenceTrimmer(SR, 1), x, [x.shape[1]])
+    for sizes in ([1], [7, 160, 999], [65536]):
+        got = stream(SilenceTrimmer(SR, 1), x, sizes)
+        assert np.array_equal(got, ref)
+
+
+def test_noise_below_threshold_counts_as_silence() -> None:
+    quiet = noise(4.0, SR, amp=10 ** (-70 / 20))  # RMS -70 dBFS
+    x = concat(sine(1, SR), quiet, sine(1, SR))
+    t = SilenceTrimmer(SR, 1, silence_db=-60.0, max_silence=1.0)
+    y = stream(t, x, [5000])
+    assert y.shape[1] == pytest.approx(3 * SR, abs=0.02 * SR)
+
+
+def test_short_pause_kept_whole_and_max_silence_zero() -> None:
+    x = concat(sine(1, SR), silence(0.5, SR), sine(1, SR))
+    assert stream(SilenceTrimmer(SR, 1, max_silence=1.0), x, [3000]).shape[1] == x.shape[1]
+    t = SilenceTrimmer(SR, 1, max_silence=0.0)
+    assert stream(t, x, [3000]).shape[1] == pytest.approx(2 * SR, abs=0.02 * SR)
+
+
+def test_splice_has_no_click() -> None:
+    # A hum at -65 dBFS (below the threshold) is cut in the middle: the splice
+    # is faded, so no sample-to-sample step exceeds the hum's own slope.
+    hum = sine(5.0, SR, 50, amp=10 ** (-62 / 20))
+    x = concat(sine(1, SR, 440, amp=0.3), hum, sine(1, SR, 440, amp=0.3))
+    y = stream(SilenceTrimmer(SR, 1, max_silence=1.0), x, [2048])
+    pause = y[0, int(1.02 * SR) : int(1.98 * SR)]
+    natural = np.max(np.abs(np.diff(hum[0])))
+    assert np.max(np.abs(np.diff(pause))) <= natural * 1.01
+
+
+def test_keep_edges_keeps_half_pause_next_to_sound() -> None:
+    x = speech_like()
+    t = SilenceTrimmer(SR, 1, max_silence=1.0, trim_edges=False)
+    y = stream(t, x, [4096])
+    assert y.shape[1] == pytest.approx(4 * SR, abs=0.02 * SR)  # + 0.5 s at each edge
+
+
+def test_all_silent_input_is_removed_entirely() -> None:
+    t = SilenceTrimmer(SR, 2)
+    y = stream(t, silence(3, SR, channels=2), [10000])
+    assert y.shape == (2, 0)
+    assert t.removed_frames == 3 * SR
+
+
+def test_trimmer_memory_is_bounded_for_long_silence() -> None:
+    t = SilenceTrimmer(SR, 1, max_silence=1.0)
+    t.process(sine(0.5, SR))
+    for _ in range(200):  # 200 s of silence, one second at a time
+        t.process(silence(1, SR))
+    held = sum(h.shape[1] for h in t._head) + t._tail.shape[1]
+    assert held <= 1.5 * SR
