@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 STAGES: dict[str, str] = {
     "vae": "rave_model.train.vae:VAEStage",
     "adversarial": "rave_model.train.adversarial:AdversarialStage",
+    "prior": "rave_model.train.prior_stage:PriorStage",
 }
 
 
