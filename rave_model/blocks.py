@@ -2,7 +2,7 @@
 
 All convolutions come from ``cached_conv`` so the whole network can stream, and
 all take ``[B, C, T]``. ``wn`` applies weight normalisation when the config asks for
-it (acids-rave trains v1 and v2 with it); ``fold_weight_norm`` removes it again for
+it (acids-rave trains v1 and v2 with it); ``RAVE.folded`` removes it again for
 export.
 """
 from __future__ import annotations
@@ -20,15 +20,6 @@ def wn(module: nn.Module, enabled: bool) -> nn.Module:
     if not enabled:
         return module
     return nn.utils.parametrizations.weight_norm(module)
-
-
-def fold_weight_norm(model: nn.Module) -> None:
-    """Replace every weight-norm parametrization by the plain weight it computes."""
-    from torch.nn.utils import parametrize
-
-    for m in model.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
 
 
 def lrelu() -> nn.Module:

@@ -140,8 +140,9 @@ class ConvTranspose1d(nn.ConvTranspose1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv_transpose1d(x, self.weight, None, self.stride)
         y = self.ola(y, x.shape[-1] * self.stride[0])
-        if self.bias is not None:
-            y = y + self.bias.unsqueeze(-1)
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.unsqueeze(-1)
         return y
 
 

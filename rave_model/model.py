@@ -106,6 +106,28 @@ class RAVE(nn.Module):
     def reset_streaming(self) -> None:
         reset_streaming(self)
 
+    def folded(self) -> RAVE:
+        """A copy with weight normalisation folded into plain weights (for export).
+
+        Built fresh rather than with ``copy.deepcopy`` + ``remove_parametrizations``:
+        parametrized modules share one generated class with their deep copies, and
+        removing the parametrization from the copy deletes the property from that shared
+        class, breaking the original.
+        """
+        cfg = Config.from_dict(self.cfg.to_dict())
+        cfg.model.weight_norm = False
+        plain = RAVE(cfg).to(self.latent_pca.device)
+        source = dict(self.named_modules())
+        with torch.no_grad():
+            for name, target in plain.named_modules():
+                src = source[name]
+                for pname, param in target.named_parameters(recurse=False):
+                    param.copy_(getattr(src, pname))
+                for bname, buf in target.named_buffers(recurse=False):
+                    if buf is not None and buf.numel() == getattr(src, bname).numel():
+                        buf.copy_(getattr(src, bname))
+        return plain.train(self.training)
+
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Trainable parameter counts: ``{"encoder", "decoder", "total"}``."""

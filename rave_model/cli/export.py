@@ -1,2 +1,45 @@
-"""ravemodel export commands (being written)."""
+"""``ravemodel export RUN [-o model.ts] [--streaming] [--fidelity 0.95]``: a thin wrapper
+over :func:`rave_model.export.export_run`."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rave_model.cli.app import app
+
+
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="Run folder (ravemodel fit) or checkpoint file.", show_default=False),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="Output .ts file [default: RUN/<run name>[_streaming].ts].", show_default=False
+    ),
+    streaming: bool = typer.Option(
+        False, "--streaming/--no-streaming", help="Cached convolutions: block-by-block output equals whole-signal output (use for nn~)."
+    ),
+    fidelity: float = typer.Option(
+        0.95, "--fidelity", min=0.01, max=1.0, help="Share of latent variance kept; sets how many latent dimensions nn~ shows."
+    ),
+    which: str = typer.Option("last", "--checkpoint", help="Which checkpoint of the run: last or best."),
+) -> None:
+    """Export a trained model to TorchScript for nn~ (Max/MSP, PureData) or torch.jit.load."""
+    if which not in ("last", "best"):
+        typer.echo(f"ravemodel export: error: --checkpoint must be last or best, got {which!r}", err=True)
+        raise typer.Exit(1)
+    import warnings
+
+    from rave_model.export import export_run
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation notice
+    try:
+        path, info = export_run(run, output, fidelity=fidelity, streaming=streaming, which=which)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        typer.echo(f"ravemodel export: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{path}: {'streaming' if info['streaming'] else 'offline'} model, {info['sampling_rate']} Hz, "
+        f"{info['channels']} ch, {info['latent_dims']}/{info['full_latent_size']} latent dims "
+        f"(fidelity {fidelity:g}), hop {info['hop_length']}, prior: {'yes' if info['prior'] else 'no'}"
+    )
