@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -133,3 +134,77 @@ def test_load_prior_from_a_checkpoint_dict():
     x = one_hot(to_bins(torch.randn(1, 3, 10), 8), 8)
     assert torch.equal(p(x), q(x))
     assert load_prior({"stage": "adversarial", "stage_state": {}}) is None
+
+
+# --- stage 3 through the real runner ---------------------------------------------------------
+
+#: A few steps per stage: enough to pass through all three, in seconds.
+FAST = ["train.vae_steps=4", "train.adversarial_steps=2", "prior.steps=10", "train.val_every=5", "train.ckpt_every=5"]
+BEFORE_PRIOR = 6  # vae + adversarial steps above
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("prior") / "ds", tiny_examples(10))
+
+
+def prior_losses(result) -> list[float]:
+    return [losses["prior_loss"] for stage, _, losses in result.history if stage == "prior"]
+
+
+def test_prior_stage_trains_and_resumes_exactly(dataset, tmp_path):
+    from rave_model.train.checkpoint import load
+    from rave_model.train.runner import fit
+
+    torch.set_num_threads(1)
+    whole = fit(dataset, tmp_path / "whole", preset="tiny", overrides=FAST, device="cpu")
+    assert whole.done == ["vae", "adversarial", "prior"]
+    losses = prior_losses(whole)
+    assert len(losses) == 10 and all(np.isfinite(losses))
+
+    # Interrupted 4 steps into the prior, then the same call again.
+    first = fit(dataset, tmp_path / "split", preset="tiny", overrides=FAST, device="cpu", stop_after=BEFORE_PRIOR + 4)
+    assert first.stopped and prior_losses(first) == losses[:4]
+    ckpt = load(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert (ckpt["stage"], ckpt["step"]) == ("prior", 4)
+    cache = tmp_path / "split" / "prior" / "latents.pt"
+    made = cache.stat().st_mtime_ns
+    second = fit(dataset, tmp_path / "split", preset="tiny", overrides=FAST, device="cpu")
+    assert second.done == ["vae", "adversarial", "prior"]
+    assert cache.stat().st_mtime_ns == made  # the latent cache was reused, not recomputed
+    np.testing.assert_allclose(prior_losses(second), losses[4:], rtol=0, atol=1e-6)
+
+    # The finished run carries a prior with the weights of the uninterrupted one.
+    a = load_prior(load(tmp_path / "whole" / "checkpoints" / "last.ckpt"))
+    b = load_prior(load(tmp_path / "split" / "checkpoints" / "last.ckpt"))
+    assert a is not None and b is not None
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def test_a_stale_latent_cache_is_recomputed(dataset, tmp_path):
+    from rave_model.train.runner import fit
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    (run / "prior").mkdir(parents=True)
+    # A cache left by another model (wrong fingerprint) must not be trained on.
+    torch.save({"fingerprint": "another model", "train": torch.zeros(2, 16, 3), "val": torch.zeros(1, 16, 3)}, run / "prior" / "latents.pt")
+    result = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    assert result.done[-1] == "prior"
+    cached = torch.load(run / "prior" / "latents.pt", weights_only=True)
+    assert cached["fingerprint"] != "another model"
+    assert cached["train"].shape[:2] == (9, 16)  # 9 training examples, 2 x 8 latent params
+    assert cached["train"].abs().sum() > 0
+
+
+def test_prior_stage_skipped_with_zero_steps(dataset, tmp_path):
+    from rave_model.train.checkpoint import load
+    from rave_model.train.runner import fit
+
+    torch.set_num_threads(1)
+    result = fit(dataset, tmp_path / "run", preset="tiny", overrides=FAST[:2] + ["prior.steps=0"], device="cpu")
+    assert prior_losses(result) == [] and "prior" in result.done
+    assert load_prior(load(tmp_path / "run" / "checkpoints" / "last.ckpt")) is None
