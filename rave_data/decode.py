@@ -21,7 +21,6 @@ functions that need them so that ``ravedata --help`` stays instant.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -49,8 +48,8 @@ _INTEGER_SUBTYPES = re.compile(r"^(PCM_S?\d+|PCM_U8|ULAW|ALAW|DPCM_\d+|DWVW_\d+|
 #: this many samples is padding, not truncation.
 _MP3_TOLERANCE = 2 * 1152
 
-#: ffprobe/ffmpeg must answer within this many seconds for probing a header.
-_PROBE_TIMEOUT_S = 60.0
+#: ffmpeg has written all its samples: it must exit within this many seconds.
+_EXIT_TIMEOUT_S = 30.0
 
 # libsndfile recovers from a truncated wav/aiff/w64 by shortening the length,
 # silently; its log (``extra_info``) keeps "data : <declared> (should be <found>)".
@@ -249,7 +248,10 @@ class AudioSource:
         proc = self._proc
         if proc is None:
             return
-        rc = proc.wait(timeout=_PROBE_TIMEOUT_S)
+        try:
+            rc = proc.wait(timeout=_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise DecodeError(self.info.path, f"ffmpeg did not exit within {_EXIT_TIMEOUT_S:.0f} s") from None
         if rc != 0:
             raise DecodeError(self.info.path, f"ffmpeg failed: {self._ffmpeg_message() or f'exit status {rc}'}")
 
@@ -279,7 +281,7 @@ class AudioSource:
         assert proc.stdout is not None
         n = 0
         try:
-            while chunk := proc.stdout.read(1 << 20):
+            while chunk := proc.stdout.read(1 << 18):
                 n += len(chunk)
             self._finish_ffmpeg()
         finally:
@@ -302,7 +304,14 @@ def _open_soundfile(path: Path) -> AudioSource:
             raise DecodeError(path, "no audio samples in file")
         fmt = f.format.lower()
         fmt = {"wavex": "wav"}.get(fmt, fmt)
-        info = AudioInfo(path, int(f.samplerate), int(f.channels), int(f.frames), fmt, f.subtype, "soundfile")
+        frames = int(f.frames)
+        if fmt == "mp3":
+            # Without a Xing/Info tag libsndfile estimates the length from the
+            # file size; probe.py counts the frame headers, as `duration` does.
+            from rave_data.probe import mp3_exact_frames
+
+            frames = mp3_exact_frames(path) or frames
+        info = AudioInfo(path, int(f.samplerate), int(f.channels), frames, fmt, f.subtype, "soundfile")
     except BaseException:
         f.close()
         raise
@@ -338,40 +347,24 @@ def _open_pedalboard(path: Path) -> AudioSource:
 
 
 def _open_ffmpeg(path: Path) -> AudioSource:
-    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if not ffmpeg or not ffprobe:
+    # ffprobe (through probe.py, shared with `ravedata duration`) gives the
+    # rate, the channels and the header length; edit lists applied, that
+    # length is exact for m4a, whose decoder output keeps the end padding.
+    from rave_data.probe import _probe_ffprobe
+
+    ffmpeg = shutil.which("ffmpeg")
+    if not ffmpeg:
         raise MissingFFmpeg(path)
-    cmd = [
-        ffprobe, "-v", "error", "-select_streams", "a:0",
-        "-show_entries", "stream=sample_rate,channels,codec_name:format=format_name",
-        "-of", "json", str(path),
-    ]
-    try:
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise DecodeError(path, f"ffprobe did not answer within {_PROBE_TIMEOUT_S:.0f} s") from None
-    if res.returncode != 0:
-        msg = res.stderr.decode(errors="replace").strip().splitlines()
-        raise DecodeError(path, f"not a readable audio file ({msg[-1] if msg else 'ffprobe failed'})")
-    try:
-        meta = json.loads(res.stdout or b"{}")
-    except json.JSONDecodeError:
-        raise DecodeError(path, "ffprobe gave unreadable output") from None
-    streams = meta.get("streams") or []
-    if not streams:
-        raise DecodeError(path, "no audio stream")
-    s = streams[0]
-    sr, ch = int(s.get("sample_rate") or 0), int(s.get("channels") or 0)
-    if sr <= 0 or ch <= 0:
-        raise DecodeError(path, "audio stream without sample rate or channels")
-    names = (meta.get("format") or {}).get("format_name", "").split(",")
-    fmt = _ext(path) if _ext(path) in names else (names[0] or _ext(path))
-    probe = AudioSource(AudioInfo(path, sr, ch, 1, fmt, s.get("codec_name"), "ffmpeg"), ffmpeg=ffmpeg)
-    frames = probe._count_ffmpeg_frames()
+    head = _probe_ffprobe(path)
+    info = AudioInfo(path, head.sr, head.channels, head.frames, head.format, None, "ffmpeg")
+    # Headers of some formats (wma, raw aac) only estimate: one counting pass
+    # makes the length a promise. The shorter figure wins: padding beyond the
+    # header is cut, and a header longer than the audio would fake truncation.
+    frames = min(AudioSource(info, ffmpeg=ffmpeg)._count_ffmpeg_frames(), head.frames or 1 << 62)
     if frames <= 0:
         raise DecodeError(path, "no audio samples in file")
-    # AAC/WMA decoders give floats: keep the finiteness check (subtype None).
-    return AudioSource(AudioInfo(path, sr, ch, frames, fmt, None, "ffmpeg"), ffmpeg=ffmpeg)
+    # subtype None: AAC/WMA decoders give floats, so the finiteness check stays on.
+    return AudioSource(AudioInfo(path, head.sr, head.channels, frames, head.format, None, "ffmpeg"), ffmpeg=ffmpeg)
 
 
 def open_audio(path: Path | str) -> AudioSource:
