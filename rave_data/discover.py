@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -55,8 +56,8 @@ def find_audio(
     seen_files: set[str] = set()
     found: list[Path] = []
 
-    def keep(path: Path, rel: str) -> None:
-        real = os.path.realpath(path)
+    def keep(path: Path, rel: str, real: str | None = None) -> None:
+        real = real or os.path.realpath(path)
         if real in seen_files:
             return
         if include and not _matches(rel, include):
@@ -91,8 +92,21 @@ def find_audio(
             for name in sorted(filenames):
                 if name.startswith(".") or not is_audio(name):
                     continue
-                path = Path(dirpath) / name
-                if not path.is_file():  # dangling symlink, socket, ...
+                full = os.path.join(dirpath, name)
+                # One lstat per file instead of realpath's lstat per path
+                # component: a regular file's real path is its real folder's
+                # plus its name (this walk dominated `duration` on 10k files).
+                try:
+                    mode = os.lstat(full).st_mode
+                except OSError:
                     continue
-                keep(path, path.relative_to(root).as_posix())
+                if stat.S_ISREG(mode):
+                    real = os.path.join(real_dir, name)
+                elif stat.S_ISLNK(mode) and os.path.isfile(full):
+                    real = os.path.realpath(full)
+                else:  # dangling symlink, socket, ...
+                    continue
+                path = Path(full)
+                rel = path.relative_to(root).as_posix() if include or exclude else name
+                keep(path, rel, real)
     return sorted(found, key=lambda p: (str(p.parent), p.name))

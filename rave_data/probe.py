@@ -1,0 +1,313 @@
+"""Header facts of an audio file without decoding its samples.
+
+:func:`probe` answers "how long, at which rate, how many channels" for every
+format ``prep`` reads, reading as little of the file as the format allows:
+
+- libsndfile (through soundfile) first: wav/aiff/flac/ogg/opus/caf/w64/mp3
+  headers. Opening a file reads its header only.
+- mp3: libsndfile's frame count is exact when the file carries a Xing/Info
+  (LAME) or VBRI tag, which every mainstream encoder writes; without one it
+  is an estimate from the file size, so we count the MPEG frame headers
+  instead (4 bytes per frame read, the audio payload is skipped).
+- m4a/aac/wma (and anything libsndfile refuses): ``ffprobe``, when ffmpeg is
+  installed; otherwise :class:`~rave_data.audioinfo.MissingFFmpeg`.
+
+Only soundfile is imported here (no torch, no pedalboard): ``ravedata
+duration`` must start fast.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import mmap
+import os
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from rave_data.audioinfo import AudioInfo, DecodeError, MissingFFmpeg
+
+#: Extensions libsndfile cannot open: go straight to ffprobe.
+FFMPEG_ONLY: frozenset[str] = frozenset({"m4a", "aac", "wma", "mp4", "webm"})
+
+# ffprobe answers within a few tens of milliseconds; a hung probe (network
+# file system, pathological file) must not hang a whole audit.
+FFPROBE_TIMEOUT_S = 30.0
+
+
+def probe(path: Path | str) -> AudioInfo:
+    """Header facts of ``path``; raises :class:`DecodeError` naming the file
+    and the reason when it cannot be read."""
+    path = Path(path)
+    ext = os.path.splitext(path.name)[1][1:].lower()
+    if ext in FFMPEG_ONLY:
+        _check_file(path)
+        return _probe_ffprobe(path)
+    try:
+        info = _probe_soundfile(path)
+    except DecodeError as sf_error:
+        _check_file(path)  # a clearer reason than libsndfile's, if it applies
+        # libsndfile refuses some files ffmpeg reads (an .ogg holding a codec
+        # libsndfile lacks, a .wav wrapping mp3 data). Ask ffprobe before
+        # giving up, but report libsndfile's reason if ffprobe fails too.
+        if shutil.which("ffprobe") is None:
+            raise
+        try:
+            return _probe_ffprobe(path)
+        except DecodeError:
+            raise sf_error from None
+    if info.format == "mp3":
+        frames = mp3_exact_frames(path)
+        if frames is not None and frames != info.frames:
+            info = AudioInfo(path, info.sr, info.channels, frames, "mp3", info.subtype, info.backend)
+    return info
+
+
+def _check_file(path: Path) -> None:
+    # Only on the slow paths: the common case pays no extra stat().
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DecodeError(path, (e.strerror or str(e)).lower()) from None
+    if size == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+# --- libsndfile -----------------------------------------------------------------
+
+
+def _probe_soundfile(path: Path) -> AudioInfo:
+    fast = _libsndfile()
+    if fast is None:
+        return _probe_soundfile_wrapper(path)
+    snd, ffi, formats, subtypes = fast
+    info = ffi.new("SF_INFO*")
+    handle = snd.sf_open(os.fsencode(path), snd.SFM_READ, info)
+    if handle == ffi.NULL:
+        # sf_error(NULL) is the error of the last failed open: read it at
+        # once. Audits open files from one thread, so nothing races it.
+        message = ffi.string(snd.sf_error_number(snd.sf_error(ffi.NULL))).decode(errors="replace")
+        raise DecodeError(path, _sf_reason(message))
+    snd.sf_close(handle)
+    subtype = subtypes.get(info.format & 0x0000FFFF)
+    return AudioInfo(
+        path=path,
+        sr=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        format=_sf_format_name(formats.get(info.format & 0x0FFF0000, "unknown"), subtype),
+        subtype=subtype,
+        backend="soundfile",
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _libsndfile() -> tuple[Any, Any, dict[int, str], dict[int, str]] | None:
+    """soundfile's cffi handles on libsndfile, or None if they moved.
+
+    Why not ``soundfile.SoundFile``: an audit opens thousands of files and
+    only needs the SF_INFO struct that ``sf_open`` fills in. The wrapper's
+    per-file Python work (mode checks, path checks, an error lock) costs
+    about three times the libsndfile call itself (measured: ~135 us against
+    ~45 us per WAV). These names have been stable across soundfile releases;
+    if a future one drops them, we use the public wrapper instead.
+    """
+    try:
+        import soundfile as sf
+
+        snd, ffi = sf._snd, sf._ffi
+        formats = {v: k for k, v in sf._formats.items()}
+        subtypes = {v: k for k, v in sf._subtypes.items()}
+        snd.sf_open, snd.sf_close, snd.sf_error, snd.sf_error_number, snd.SFM_READ  # noqa: B018
+    except (ImportError, AttributeError):
+        return None
+    return snd, ffi, formats, subtypes
+
+
+def _probe_soundfile_wrapper(path: Path) -> AudioInfo:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            return AudioInfo(
+                path=path,
+                sr=int(f.samplerate),
+                channels=int(f.channels),
+                frames=int(f.frames),
+                format=_sf_format_name(f.format, f.subtype),
+                subtype=f.subtype or None,
+                backend="soundfile",
+            )
+    except sf.LibsndfileError as e:
+        raise DecodeError(path, _sf_reason(e.error_string)) from None
+    except (sf.SoundFileError, RuntimeError, OSError) as e:
+        raise DecodeError(path, str(e) or type(e).__name__) from None
+
+
+def _sf_format_name(major: str, subtype: str | None) -> str:
+    # Names users know: libsndfile calls an Opus file "OGG" and a
+    # WAVE_FORMAT_EXTENSIBLE file "WAVEX"; both are reported by what they are.
+    if subtype == "OPUS":
+        return "opus"
+    name = major.lower()
+    return "wav" if name == "wavex" else name
+
+
+def _sf_reason(error_string: str) -> str:
+    reason = (error_string or "unreadable").strip().rstrip(".")
+    if reason == "Format not recognised":
+        return "not a recognised audio format (corrupt, or another kind of file)"
+    return reason[0].lower() + reason[1:]
+
+
+# --- mp3 frame counting -----------------------------------------------------------
+
+# Bitrates (kbit/s) indexed by [mpeg1?][layer][index]; layer 1..3.
+_BITRATES = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+# Sample rates by version bits (0 = MPEG 2.5, 2 = MPEG 2, 3 = MPEG 1).
+_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_frame(buf: mmap.mmap | bytes, pos: int) -> tuple[int, int] | None:
+    """(frame length in bytes, samples per channel) of the MPEG audio frame
+    header at ``pos``, or None when there is no valid header there."""
+    if pos + 4 > len(buf):
+        return None
+    b1, b2 = buf[pos + 1], buf[pos + 2]
+    if buf[pos] != 0xFF or (b1 & 0xE0) != 0xE0:
+        return None
+    version = (b1 >> 3) & 3
+    layer = 4 - ((b1 >> 1) & 3)  # bits 11,10,01 -> layer 1,2,3
+    br_index, sr_index = b2 >> 4, (b2 >> 2) & 3
+    if version == 1 or layer == 4 or br_index in (0, 15) or sr_index == 3:
+        return None  # reserved values, or free-format bitrate we cannot size
+    mpeg1 = version == 3
+    bitrate = _BITRATES[(mpeg1, layer)][br_index] * 1000
+    sr = _RATES[version][sr_index]
+    padding = (b2 >> 1) & 1  # one extra slot (4 bytes in layer 1)
+    if layer == 1:
+        return (12 * bitrate // sr + padding) * 4, 384
+    if layer == 3 and not mpeg1:
+        return 72 * bitrate // sr + padding, 576
+    return 144 * bitrate // sr + padding, 1152
+
+
+def _id3v2_size(buf: mmap.mmap | bytes) -> int:
+    if len(buf) < 10 or buf[:3] != b"ID3":
+        return 0
+    size = 0
+    for b in buf[6:10]:  # "syncsafe" integer: 7 bits per byte
+        size = (size << 7) | (b & 0x7F)
+    footer = 10 if buf[5] & 0x10 else 0
+    return 10 + size + footer
+
+
+def mp3_exact_frames(path: Path | str) -> int | None:
+    """Samples per channel of an mp3 that has no Xing/Info/VBRI tag, counted
+    from its frame headers; None when the file has such a tag (libsndfile's
+    count is then exact, gapless padding removed) or cannot be parsed.
+
+    Decoders (libsndfile/mpg123, ffmpeg) output every frame of an untagged
+    file, so frames x samples-per-frame is what decoding yields.
+    """
+    with open(path, "rb") as fh:
+        try:
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # empty file
+            return None
+        with buf:
+            pos = _id3v2_size(buf)
+            first = _mp3_frame(buf, pos)
+            if first is None:
+                return None
+            # The Xing/Info tag sits in the first frame's side-info area; VBRI
+            # at a fixed offset of 32 bytes after the header.
+            head = buf[pos : pos + first[0]]
+            if b"Xing" in head or b"Info" in head or b"VBRI" in head:
+                return None
+            total = 0
+            while (frame := _mp3_frame(buf, pos)) is not None:
+                length, samples = frame
+                if pos + length > len(buf):
+                    break  # truncated last frame: decoders drop it
+                total += samples
+                pos += length
+            return total
+
+
+# --- ffprobe ------------------------------------------------------------------------
+
+
+def _probe_ffprobe(path: Path) -> AudioInfo:
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        raise MissingFFmpeg(path)
+    fmt = path.suffix[1:].lower()
+    cmd = [
+        exe, "-v", "error", "-select_streams", "a:0",
+        "-show_entries",
+        "stream=codec_name,sample_rate,channels,time_base,duration_ts,duration,nb_read_packets"
+        ":format=format_name,duration",
+        "-of", "json",
+    ]
+    # A raw ADTS .aac stream has no duration in any header; ffprobe's own
+    # figure is a bitrate guess. Counting packets (demux only, no decoding,
+    # 1024 samples each) is exact and still far cheaper than decoding.
+    if fmt == "aac":
+        cmd.append("-count_packets")
+    cmd.append(str(path))
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=FFPROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DecodeError(path, f"ffprobe did not answer within {FFPROBE_TIMEOUT_S:g} s") from None
+    except OSError as e:
+        raise DecodeError(path, f"cannot run ffprobe: {e}") from None
+    if run.returncode != 0:
+        reason = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "ffprobe failed"
+        # ffprobe prefixes its message with the path; the caller names the file.
+        reason = reason.replace(f"{path}: ", "")
+        raise DecodeError(path, reason[0].lower() + reason[1:] if reason else "ffprobe failed")
+    try:
+        data = json.loads(run.stdout or "{}")
+    except json.JSONDecodeError:
+        raise DecodeError(path, "ffprobe gave unreadable output") from None
+    streams = data.get("streams") or []
+    if not streams:
+        raise DecodeError(path, "no audio stream")
+    s = streams[0]
+    sr = int(s.get("sample_rate") or 0)
+    channels = int(s.get("channels") or 0)
+    if sr <= 0 or channels <= 0:
+        raise DecodeError(path, "audio stream without sample rate or channels")
+    frames = _ffprobe_frames(path, s, data.get("format") or {}, sr, fmt)
+    return AudioInfo(
+        path=path, sr=sr, channels=channels, frames=frames,
+        format=fmt or str(s.get("codec_name", "unknown")),
+        subtype=s.get("codec_name"), backend="ffmpeg",
+    )
+
+
+def _ffprobe_frames(path: Path, stream: dict, fmt_info: dict, sr: int, fmt: str) -> int:
+    if fmt == "aac" and stream.get("nb_read_packets") not in (None, "N/A"):
+        return int(stream["nb_read_packets"]) * 1024
+    # duration_ts in the stream's time base is exact (m4a edit lists already
+    # applied); fall back to the seconds figures, stream then container.
+    ts, tb = stream.get("duration_ts"), stream.get("time_base")
+    if ts not in (None, "N/A") and tb not in (None, "N/A"):
+        return int(round(int(ts) * Fraction(tb) * sr))
+    for seconds in (stream.get("duration"), fmt_info.get("duration")):
+        if seconds not in (None, "N/A"):
+            return int(round(float(seconds) * sr))
+    raise DecodeError(path, "duration unknown (no duration in any header)")
+
+
+__all__ = ["probe", "mp3_exact_frames", "FFMPEG_ONLY"]

@@ -1,0 +1,150 @@
+"""probe(): header facts for every format prep reads, exact where it matters."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from rave_data.audioinfo import DecodeError, MissingFFmpeg
+from rave_data.probe import mp3_exact_frames, probe
+from tests.audio import noise, sine, write
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", *args], check=True)
+
+
+def _decoded_frames_ffmpeg(path: Path, channels: int) -> int:
+    raw = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(path), "-f", "s16le", "-"], capture_output=True, check=True
+    ).stdout
+    return len(raw) // (2 * channels)
+
+
+@pytest.mark.parametrize(
+    "name, sr, channels, subtype, fmt",
+    [
+        ("a.wav", 44100, 1, "PCM_16", "wav"),
+        ("b.wave", 48000, 2, "FLOAT", "wav"),
+        ("c.flac", 22050, 2, "PCM_24", "flac"),
+        ("d.aiff", 16000, 1, "PCM_16", "aiff"),
+        ("e.ogg", 44100, 2, "VORBIS", "ogg"),
+        ("f.opus", 48000, 1, "OPUS", "opus"),
+        ("g.caf", 32000, 1, "PCM_16", "caf"),
+        ("h.w64", 8000, 3, "PCM_16", "w64"),
+    ],
+)
+def test_libsndfile_formats(tmp_path, name, sr, channels, subtype, fmt):
+    seconds = 1.37
+    container = {"wave": "WAV", "opus": "OGG"}.get(name.rsplit(".", 1)[1])
+    path = write(tmp_path / name, noise(seconds, sr, channels=channels), sr, subtype=subtype, format=container)
+    info = probe(path)
+    assert (info.sr, info.channels, info.format, info.subtype) == (sr, channels, fmt, subtype)
+    # The header's frame count is what decoding yields.
+    assert info.frames == sf.read(str(path))[0].shape[0]
+    assert info.seconds == pytest.approx(seconds, abs=2 / sr)
+    assert info.backend == "soundfile"
+
+
+def test_mp3_with_lame_tag_is_exact(tmp_path):
+    path = write(tmp_path / "tagged.mp3", sine(2.0, 44100), 44100, format="MP3")
+    assert mp3_exact_frames(path) is None  # the tag is there: libsndfile is exact
+    assert probe(path).frames == sf.read(str(path))[0].shape[0] == 88200
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("sr, channels", [(44100, 1), (48000, 2), (22050, 2), (16000, 1), (8000, 2)])
+def test_mp3_without_xing_header_counts_frames(tmp_path, sr, channels):
+    # MPEG-1, MPEG-2 and MPEG-2.5 (8 kHz) layer III, with an ID3v2 tag up front.
+    wav = write(tmp_path / "src.wav", sine(2.3, sr, channels=channels), sr)
+    mp3 = tmp_path / "untagged.mp3"
+    _ffmpeg("-i", str(wav), "-write_xing", "0", "-metadata", "title=x", str(mp3))
+    decoded = sf.read(str(mp3))[0].shape[0]
+    assert decoded == _decoded_frames_ffmpeg(mp3, channels)
+    # libsndfile alone guesses from the file size here; probe must not.
+    assert sf.info(str(mp3)).frames != decoded
+    info = probe(mp3)
+    assert info.frames == decoded
+    assert (info.sr, info.channels, info.format) == (sr, channels, "mp3")
+
+
+@needs_ffmpeg
+def test_m4a_through_ffprobe(tmp_path):
+    wav = write(tmp_path / "src.wav", sine(2.5, 22050, channels=2), 22050)
+    m4a = tmp_path / "a.m4a"
+    _ffmpeg("-i", str(wav), "-c:a", "aac", str(m4a))
+    info = probe(m4a)
+    assert (info.sr, info.channels, info.format, info.backend) == (22050, 2, "m4a", "ffmpeg")
+    # The container's edit list gives the exact length of the source.
+    assert info.frames == int(2.5 * 22050)
+
+
+@needs_ffmpeg
+def test_raw_aac_counts_packets(tmp_path):
+    wav = write(tmp_path / "src.wav", sine(1.7, 44100), 44100)
+    aac = tmp_path / "a.aac"
+    _ffmpeg("-i", str(wav), "-c:a", "aac", str(aac))
+    info = probe(aac)
+    assert info.frames == _decoded_frames_ffmpeg(aac, 1)
+    assert info.sr == 44100
+
+
+def test_m4a_without_ffmpeg_says_so(tmp_path, monkeypatch):
+    m4a = tmp_path / "song.m4a"
+    m4a.write_bytes(b"\0\0\0\x20ftypM4A " + b"\0" * 64)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffprobe anywhere
+    with pytest.raises(MissingFFmpeg) as err:
+        probe(m4a)
+    assert "song.m4a" in str(err.value) and "ffmpeg" in str(err.value)
+
+
+def test_unreadable_files_name_the_reason(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    junk = tmp_path / "junk.flac"
+    junk.write_bytes(b"this is not audio\n" * 50)
+    with pytest.raises(DecodeError, match=r"empty\.wav: empty file"):
+        probe(empty)
+    with pytest.raises(DecodeError) as err:
+        probe(junk)
+    assert err.value.path == junk and "not a recognised audio format" in err.value.reason
+    with pytest.raises(DecodeError, match="missing.wav"):
+        probe(tmp_path / "missing.wav")
+
+
+def test_truncated_wav_reports_what_is_there(tmp_path):
+    path = write(tmp_path / "full.wav", sine(2.0, 16000), 16000)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + 2 * 5000])  # header + 5000 samples, header still says 32000
+    info = probe(cut)
+    assert info.frames == sf.read(str(cut))[0].shape[0] == 5000
+
+
+
+def test_public_soundfile_wrapper_gives_the_same_answers(tmp_path, monkeypatch):
+    # probe reads SF_INFO through soundfile's cffi handles for speed; if a
+    # soundfile release moves them, the public SoundFile path must agree.
+    import rave_data.probe as probe_mod
+
+    files = [
+        write(tmp_path / "a.wav", noise(0.3, 16000, channels=2), 16000),
+        write(tmp_path / "b.flac", sine(0.7, 22050), 22050, subtype="PCM_24"),
+        write(tmp_path / "c.opus", sine(0.5, 48000), 48000, format="OGG", subtype="OPUS"),
+    ]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all" * 8)
+    fast = [probe(f) for f in files]
+    with pytest.raises(DecodeError) as fast_err:
+        probe(junk)
+    monkeypatch.setattr(probe_mod, "_libsndfile", lambda: None)
+    assert [probe(f) for f in files] == fast
+    with pytest.raises(DecodeError) as slow_err:
+        probe(junk)
+    assert slow_err.value.reason == fast_err.value.reason
+    assert [f.format for f in fast] == ["wav", "flac", "opus"]
