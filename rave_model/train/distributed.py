@@ -12,10 +12,10 @@ training loop calls these helpers unconditionally:
 
 - :func:`setup` / :func:`teardown`: the process group (NCCL on GPUs, gloo on CPUs).
 - :func:`is_main`, :func:`barrier`, :func:`any_rank`, :func:`reduce_mean`,
-  :func:`broadcast_object`: the few collectives a training loop needs.
+  :func:`broadcast_object`, :func:`main_computes`: the few collectives a training
+  loop needs.
 - :func:`wrap_model` / :func:`unwrap_model`: DistributedDataParallel in one place.
-- :class:`EpochShares`: each rank's disjoint share of an epoch, deterministic and
-  resumable with a different number of processes.
+- :func:`rescale_offset`: a data position saved by N processes, for M.
 - :func:`worker_errors`: records a rank's failure so the launcher can name it.
 
 torch is imported inside functions: ``ravemodel --help`` and the launcher parent
@@ -30,12 +30,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 
 if TYPE_CHECKING:
     import torch
+
+T = TypeVar("T")
 
 # Set by rave_model.train.launch for the processes it starts (never by torchrun).
 STORE_ENV = "RAVE_DIST_STORE"
@@ -95,6 +95,11 @@ def ranks_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, 
     if not 0 <= local_rank < max(local_world, 1):
         raise ValueError(f"LOCAL_RANK={local_rank} is not within LOCAL_WORLD_SIZE={local_world}")
     return rank, world, local_rank, local_world
+
+
+def launched(environ: Mapping[str, str] | None = None) -> bool:
+    """True in a process started as one of several (by torchrun or ``--nproc``)."""
+    return ranks_from_env(environ)[1] > 1
 
 
 def pick_device(requested: str, local_rank: int, world_size: int) -> str:
@@ -226,20 +231,23 @@ def any_rank(flag: bool) -> bool:
 
 
 def reduce_mean(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The mean over all ranks of each metric (for logging what the whole batch did).
+    """The mean over all ranks of each metric (for logging what the whole batch did,
+    and so that a non-finite loss on one rank is seen by all of them at once).
 
-    Every rank must pass the same keys; they are sorted so the order agrees.
+    Every rank must pass the same keys; they travel sorted so the order agrees, and
+    come back in the caller's order.
     """
-    keys = sorted(metrics)
-    if not _group_active() or not keys:
-        return {k: float(metrics[k]) for k in keys}
+    if not _group_active() or not metrics:
+        return {k: float(v) for k, v in metrics.items()}
     import torch
     import torch.distributed as dist
 
+    keys = sorted(metrics)
     t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= _CURRENT.world_size
-    return dict(zip(keys, t.tolist()))
+    mean = dict(zip(keys, t.tolist()))
+    return {k: mean[k] for k in metrics}
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -251,6 +259,27 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if _CURRENT.rank == src else None]
     dist.broadcast_object_list(box, src=src, device=_comm_device())
     return box[0]
+
+
+def main_computes(fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 alone; its result, or the exception it raised, on every rank.
+
+    For what only rank 0 can or should do, such as reading the run folder (on a
+    cluster it may exist on rank 0's machine only): all ranks then go on with the
+    same value, or all fail with the same error instead of waiting for rank 0.
+    """
+    if not _group_active():
+        return fn()
+    outcome: tuple[bool, Any] = (True, None)
+    if _CURRENT.is_main:
+        try:
+            outcome = (True, fn())
+        except Exception as e:  # travels to the other ranks, then raised everywhere
+            outcome = (False, e)
+    ok, value = broadcast_object(outcome)
+    if not ok:
+        raise value
+    return value
 
 
 def broadcast_module(module: "torch.nn.Module", src: int = 0) -> None:
@@ -302,83 +331,20 @@ def unwrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
     return module.module if isinstance(module, DDP) else module
 
 
-class EpochShares:
-    """This rank's share of the example indices of each epoch (a DataLoader sampler).
+def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_size: int) -> int:
+    """A data position saved by ``saved_world_size`` processes, for ``world_size``.
 
-    The epoch's order is a permutation of ``range(n)`` drawn from ``(seed, epoch)``
-    alone, never from the number of processes. Rank r takes positions r, r+W, r+2W...
-    of that order, so the shares are disjoint and together cover the epoch; the tail is
-    padded from the start of the order so that every rank yields the same count (DDP
-    needs all ranks to take the same number of steps).
-
-    Resuming: ``consumed`` is how many examples of the epoch's order all ranks together
-    have used (``steps_in_epoch * global_batch``). Shares are then cut from the rest of
-    the order, so a run stopped with N processes goes on with M where it stopped.
+    The training sampler (:class:`rave_model.data.ResumableBatchSampler`) gives rank r
+    the positions r, r+W, r+2W... of an epoch order that does not depend on W, and a
+    checkpoint stores how far one rank got in its slice (``offset``). All ranks
+    together have then used the first ``offset * saved_world_size`` positions; with
+    ``world_size`` ranks the same point is that divided by ``world_size``, rounded down
+    to whole batches: a few examples may be seen twice, none is skipped.
     """
-
-    def __init__(
-        self,
-        n: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        shuffle: bool = True,
-        epoch: int = 0,
-        consumed: int = 0,
-    ) -> None:
-        if n < 1:
-            raise ValueError("an epoch needs at least one example")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not within world size {world_size}")
-        self.n, self.rank, self.world_size = n, rank, world_size
-        self.seed, self.shuffle = seed, shuffle
-        self.set_epoch(epoch, consumed)
-
-    def set_epoch(self, epoch: int, consumed: int = 0) -> None:
-        """Move to ``epoch``, skipping its first ``consumed`` examples (0..n)."""
-        if not 0 <= consumed <= self.n:
-            raise ValueError(f"consumed={consumed} is not within the epoch's {self.n} examples")
-        self.epoch, self.consumed = epoch, consumed
-
-    def order(self) -> np.ndarray:
-        """[n] int64: the whole epoch's order, the same on every rank."""
-        if not self.shuffle:
-            return np.arange(self.n, dtype=np.int64)
-        # Seeded by (seed, epoch) only: a different world size sees the same order.
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n).astype(np.int64)
-
-    def share(self) -> np.ndarray:
-        """[len(self)] int64: this rank's indices for the rest of the epoch."""
-        rest = self.order()[self.consumed :]
-        if len(rest) == 0:
-            return rest
-        per_rank = -(-len(rest) // self.world_size)  # ceil
-        need = per_rank * self.world_size
-        if need > len(rest):
-            rest = np.concatenate([rest, np.resize(self.order(), need - len(rest))])
-        return rest[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.share().tolist())
-
-    def __len__(self) -> int:
-        return -(-(self.n - self.consumed) // self.world_size)
-
-
-def per_rank_batch(global_batch: int, world_size: int) -> int:
-    """Each rank's batch for a global batch split across ``world_size`` processes.
-
-    The configured batch size is the global one, so a run keeps the same optimisation
-    (same gradient average, same learning rate schedule per step) whatever the number
-    of processes, and a checkpoint resumes with a different number of processes.
-    """
-    if global_batch % world_size:
-        raise ValueError(
-            f"batch size {global_batch} cannot be split evenly across {world_size} processes: "
-            f"choose a process count that divides it, or --set train.batch_size="
-            f"{max(world_size, global_batch // world_size * world_size)}"
-        )
-    return global_batch // world_size
+    if saved_world_size == world_size:
+        return offset
+    consumed = offset * saved_world_size
+    return consumed // world_size // batch_size * batch_size
 
 
 def _error_report(exc: BaseException, rank: int) -> dict[str, Any]:

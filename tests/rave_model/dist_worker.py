@@ -1,9 +1,9 @@
 """A toy training worker for tests/rave_model/test_distributed.py.
 
-It uses rave_model.train.distributed exactly as the real training loop does: set-up
-from the environment, DDP wrapping, EpochShares with a global batch split across the
-ranks, metric all-reduce, a stop flag, rank-0-only checkpoints (atomic), and failure
-recording. Each rank also dumps what the test checks: the indices it read, its final
+It uses rave_model.train.distributed as the real training loop does: set-up from the
+environment, DDP wrapping, the training sampler's per-rank slices (rescaled when a
+checkpoint of N processes resumes with M), metric all-reduce, a stop flag,
+rank-0-only checkpoints (atomic), and failure recording. Each rank also dumps what the test checks: the indices it read, its final
 weights, the reduced metrics, and the addresses it listens on.
 
     python dist_worker.py OUT --steps 6 [--resume CKPT] [--fail-rank 1 --fail-step 3]
@@ -17,9 +17,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
+from rave_model.train.stage import DataPosition
 
 N_EXAMPLES = 48
 GLOBAL_BATCH = 12
@@ -39,54 +42,52 @@ def train(out: Path, steps: int, resume: Path | None, fail_rank: int, fail_step:
     torch.manual_seed(1000 + ctx.rank)
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    step, epoch, consumed = 0, 0, 0
+    step, epoch, offset, saved_world = 0, 0, 0, 1
     if resume is not None:
         state = torch.load(resume, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
+        step, epoch, offset, saved_world = state["step"], state["epoch"], state["offset"], state["world_size"]
     ddp = dist.wrap_model(model)
 
     g = torch.Generator().manual_seed(0)
     xs = torch.randn(N_EXAMPLES, 3, generator=g)
     ys = (xs**2).sum(1, keepdim=True)
-    batch = dist.per_rank_batch(GLOBAL_BATCH, ctx.world_size)
-    shares = dist.EpochShares(N_EXAMPLES, ctx.rank, ctx.world_size, seed=7, epoch=epoch, consumed=consumed)
+    # Per-process batch chosen so the global batch stays GLOBAL_BATCH: then any
+    # number of processes takes the same optimisation steps as one.
+    batch = GLOBAL_BATCH // ctx.world_size
+    offset = dist.rescale_offset(offset, saved_world, ctx.world_size, batch)
+    sampler = ResumableBatchSampler(np.arange(N_EXAMPLES), batch, seed=7, start=DataPosition(epoch, offset),
+                                    rank=ctx.rank, world_size=ctx.world_size)
+    per_epoch = sampler.batches_per_epoch * batch
     seen: list[int] = []
     metrics: list[dict[str, float]] = []
-    stopped = False
-    while True:
-        it = iter(shares)
-        while step < steps:
-            idx = [i for _, i in zip(range(batch), it)]
-            if len(idx) < batch:
-                break
-            seen.extend(idx)
-            if ctx.rank == fail_rank and step == fail_step:
-                raise RuntimeError(f"injected failure at step {step}")
-            loss = torch.nn.functional.mse_loss(ddp(xs[idx]), ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            consumed += GLOBAL_BATCH
-            metrics.append(dist.reduce_mean({"loss": loss.item(), "rank": float(ctx.rank)}))
-            if dist.is_main():
-                ckpt = {"model": dist.unwrap_model(ddp).state_dict(), "opt": opt.state_dict(),
-                        "step": step, "epoch": epoch, "consumed": consumed}
-                tmp = out / "ckpt.pt.tmp"
-                torch.save(ckpt, tmp)
-                os.replace(tmp, out / "ckpt.pt")  # atomic: a killed run keeps the last good one
-                (out / f"main_only.{ctx.rank}").write_text(str(step))
-            dist.barrier()
-            # One rank asks to stop (as Ctrl-C would); all must leave at the same step.
-            if dist.any_rank(ctx.rank == stop_rank and step == stop_step):
-                stopped = True
-                break
-        if stopped or step >= steps:
+    for draws in sampler:
+        if step >= steps:
             break
-        epoch, consumed = epoch + 1, 0
-        shares.set_epoch(epoch)
+        idx = [d[0] for d in draws]
+        seen.extend(idx)
+        if ctx.rank == fail_rank and step == fail_step:
+            raise RuntimeError(f"injected failure at step {step}")
+        loss = torch.nn.functional.mse_loss(ddp(xs[idx]), ys[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        epoch, offset = draws[-1][1], draws[-1][2] + 1
+        if offset >= per_epoch:
+            epoch, offset = epoch + 1, 0
+        metrics.append(dist.reduce_mean({"loss": loss.item(), "rank": float(ctx.rank)}))
+        if dist.is_main():
+            ckpt = {"model": dist.unwrap_model(ddp).state_dict(), "opt": opt.state_dict(),
+                    "step": step, "epoch": epoch, "offset": offset, "world_size": ctx.world_size}
+            tmp = out / "ckpt.pt.tmp"
+            torch.save(ckpt, tmp)
+            os.replace(tmp, out / "ckpt.pt")  # atomic: a killed run keeps the last good one
+            (out / f"main_only.{ctx.rank}").write_text(str(step))
+        # One rank asks to stop (as Ctrl-C would); all must leave at the same step.
+        if dist.any_rank(ctx.rank == stop_rank and step == stop_step):
+            break
 
     flat = torch.cat([p.detach().flatten() for p in dist.unwrap_model(ddp).parameters()])
     (out / f"rank{ctx.rank}.json").write_text(json.dumps({

@@ -8,6 +8,7 @@ helpers exactly as the training loop does.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -15,65 +16,57 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
+from rave_model.train.stage import DataPosition
 from rave_model.train.launch import first_failure, launch_local
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
 
-# --- shares of an epoch --------------------------------------------------------------
+# --- each rank's share of an epoch (the training sampler) ---------------------------
 
 
-@pytest.mark.parametrize("n,world", [(10, 1), (10, 2), (10, 3), (7, 4), (3, 5)])
-def test_shares_are_disjoint_equal_and_cover_the_epoch(n: int, world: int) -> None:
-    shares = [list(dist.EpochShares(n, r, world, seed=3, epoch=1)) for r in range(world)]
-    lengths = {len(s) for s in shares}
-    assert lengths == {len(dist.EpochShares(n, 0, world))}, "every rank takes the same number of examples"
+def _epoch(n: int, rank: int, world: int, batch: int, epoch: int = 0, offset: int = 0) -> list[int]:
+    """The example indices ``rank`` reads in (the rest of) ``epoch``."""
+    sampler = ResumableBatchSampler(np.arange(n), batch, seed=3, start=DataPosition(epoch, offset), rank=rank, world_size=world)
+    per_epoch = sampler.batches_per_epoch
+    out: list[int] = []
+    for draws in itertools.islice(iter(sampler), per_epoch - offset // batch):
+        assert all(d[1] == epoch for d in draws)
+        out += [d[0] for d in draws]
+    return out
+
+
+@pytest.mark.parametrize("n,world,batch", [(24, 1, 4), (24, 2, 4), (24, 3, 2), (25, 4, 3)])
+def test_ranks_read_disjoint_equal_shares_of_each_epoch(n: int, world: int, batch: int) -> None:
+    shares = [_epoch(n, r, world, batch) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1, "every rank takes the same number of steps"
     flat = [i for s in shares for i in s]
-    assert set(flat) == set(range(n))
-    # Only the padding (at most world-1 examples) repeats.
-    assert len(flat) - n == (-n) % world
-    if n % world == 0:
-        assert len(flat) == len(set(flat))
+    # Disjoint (the padding of a ragged epoch wraps around, never within a step).
+    assert len(flat) == len(set(flat)) or n % world
+    if n % (world * batch) == 0:
+        assert sorted(flat) == list(range(n))
+    # Deterministic, and another epoch is another order.
+    assert shares[0] == _epoch(n, 0, world, batch)
+    assert shares[0] != _epoch(n, 0, world, batch, epoch=1)
 
 
-def test_shares_are_deterministic_and_change_with_the_epoch() -> None:
-    a = dist.EpochShares(50, 1, 2, seed=5, epoch=3)
-    b = dist.EpochShares(50, 1, 2, seed=5, epoch=3)
-    assert list(a) == list(b)
-    c = dist.EpochShares(50, 1, 2, seed=5, epoch=4)
-    assert list(a) != list(c)
-    assert sorted(dist.EpochShares(50, 0, 1, shuffle=False)) == list(range(50))
-    assert list(dist.EpochShares(50, 0, 1, shuffle=False)) == list(range(50))
-
-
-@pytest.mark.parametrize("before,after", [(2, 1), (2, 3), (1, 4), (3, 2)])
-def test_resumed_shares_with_another_world_size_take_the_rest_of_the_epoch(before: int, after: int) -> None:
-    n, consumed = 40, 12
-    order = dist.EpochShares(n, 0, before, seed=9, epoch=2).order()
-    # The order does not depend on the number of processes.
-    assert np.array_equal(order, dist.EpochShares(n, 0, after, seed=9, epoch=2).order())
-    rest = [i for r in range(after) for i in dist.EpochShares(n, r, after, seed=9, epoch=2, consumed=consumed)]
-    # The rest of the epoch, plus the padding (from the start of the order) that
-    # evens the shares out.
-    expected = order[consumed:].tolist()
-    pad = (-len(expected)) % after
-    assert sorted(rest) == sorted(expected + order[:pad].tolist())
-
-
-def test_shares_refuse_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="rank 2"):
-        dist.EpochShares(10, 2, 2)
-    with pytest.raises(ValueError, match="consumed"):
-        dist.EpochShares(10, 0, 1, consumed=11)
-    with pytest.raises(ValueError, match="at least one"):
-        dist.EpochShares(0)
-
-
-def test_global_batch_is_split_evenly_or_refused() -> None:
-    assert dist.per_rank_batch(12, 3) == 4
-    with pytest.raises(ValueError, match="batch size 8 cannot be split evenly across 3"):
-        dist.per_rank_batch(8, 3)
+@pytest.mark.parametrize("before,after", [(2, 1), (2, 3), (1, 4), (4, 2)])
+def test_a_position_saved_by_n_ranks_resumes_with_m_without_skipping(before: int, after: int) -> None:
+    n, batch_before = 48, 12 // before
+    steps_done = 2
+    offset = steps_done * batch_before  # where each of the `before` ranks stood
+    used = {i for r in range(before) for i in _epoch(n, r, before, batch_before)[:offset]}
+    batch_after = 12 // after
+    new = dist.rescale_offset(offset, before, after, batch_after)
+    assert new % batch_after == 0
+    rest = [i for r in range(after) for i in _epoch(n, r, after, batch_after, offset=new)]
+    # Together the resumed ranks read everything the first run had not, and at
+    # most one global batch of what it had.
+    assert used | set(rest) == set(range(n))
+    assert len(used & set(rest)) < 12
+    assert dist.rescale_offset(7, 2, 2, 4) == 7
 
 
 # --- environment and single-process fallbacks ---------------------------------------
@@ -149,7 +142,7 @@ def test_two_processes_train_identical_weights_on_disjoint_shares(two_procs_3_st
     assert r0["world_size"] == r1["world_size"] == 2
     # Initial weights differed per rank (seeded by rank); DDP made and kept them equal.
     assert r0["weights"] == r1["weights"]
-    # 3 steps of a global batch of 12, 6 per rank, no example read twice.
+    # 3 steps of 6 examples per rank, no example read twice.
     assert len(r0["seen"]) == len(r1["seen"]) == 18
     assert not set(r0["seen"]) & set(r1["seen"])
     # reduce_mean gave every rank the same mean: rank ids average to 0.5.
@@ -169,8 +162,9 @@ def test_checkpoint_of_two_processes_resumes_with_another_count(
     two_procs_3_steps: Path, one_proc_6_steps: Path, tmp_path: Path, resume_nproc: int
 ) -> None:
     """2 processes for 3 steps, then `resume_nproc` for 3 more (crossing an epoch
-    boundary), equals one process for 6 steps: the global batch and the order of the
-    epoch do not depend on the number of processes."""
+    boundary), equals one process for 6 steps: the epoch order does not depend on the
+    number of processes, the saved position is rescaled, and the toy keeps the global
+    batch constant."""
     resumed = tmp_path / "resumed"
     res = _run(resumed, resume_nproc, "--steps", "6", "--resume", str(two_procs_3_steps / "ckpt.pt"))
     assert res.returncode == 0, res.failure
