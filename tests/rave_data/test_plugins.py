@@ -1,0 +1,210 @@
+"""The plugin system through real entry points: fake distributions on sys.path
+(a dist-info folder with entry_points.txt, exactly what pip installs), the
+first-party plugin, and the `ravedata plugins` command."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rave_data import hookspecs
+from rave_data.augment import Chain, get_registry, parse_plan
+from rave_data.plugins import BUILTIN_MODULES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = '''
+import numpy as np
+from rave_data import hookimpl
+from rave_data.augment import Augmenter, Param
+
+class Echo(Augmenter):
+    """Add one echo."""
+    name = "echo"
+    params = (Param("delay_ms", (50.0, 100.0), lo=1.0, hi=1000.0),)
+    def apply(self, audio, sr, delay_ms=50.0):
+        d = int(sr * delay_ms / 1000)
+        y = audio.copy()
+        y[:, d:] += 0.5 * audio[:, :-d]
+        return y
+
+@hookimpl
+def register_augmenters(register):
+    register(Echo)
+'''
+
+
+def make_dist(where: Path, dist: str, ep_name: str, module: str, code: str) -> None:
+    """A minimal installed distribution: ``module.py`` + ``dist-0.2.dist-info``."""
+    (where / f"{module}.py").write_text(textwrap.dedent(code))
+    info = where / f"{dist.replace('-', '_')}-0.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.2\n")
+    (info / "entry_points.txt").write_text(f"[ravedata]\n{ep_name} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A folder on sys.path for fake plugins; the registry is rebuilt after."""
+    sys.path.insert(0, str(tmp_path))
+    importlib.invalidate_caches()
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    importlib.invalidate_caches()
+    for name in [m for m, mod in sys.modules.items() if str(tmp_path) in str(getattr(mod, "__file__", "") or "")]:
+        del sys.modules[name]
+    get_registry(refresh=True)
+
+
+def test_builtins_register_through_the_plugin_path():
+    reg = get_registry(refresh=True)
+    builtin = {p.name for p in reg.plugins if p.builtin}
+    assert builtin == {f"builtin.{m}" for m in BUILTIN_MODULES}
+    assert {e.plugin for e in reg.augmenters.values() if e.package == "ravedata"} == builtin
+    assert {"pitch_shift", "time_stretch", "gain", "compress", "noise", "eq", "reverb", "polarity"} <= set(reg.augmenters)
+
+
+def test_a_third_party_plugin_is_loaded_and_usable(site):
+    make_dist(site, "ravedata-echo", "echo", "rd_echo", GOOD)
+    reg = get_registry(refresh=True)
+    entry = reg.get("echo")
+    assert (entry.plugin, entry.package, entry.version) == ("echo", "ravedata-echo", "0.2")
+    plan = parse_plan({"steps": [{"name": "echo", "params": {"delay_ms": 10.0}}]})
+    x = np.zeros((1, 1000), np.float32)
+    x[0, 0] = 0.5
+    y = plan.sample(np.random.default_rng(0)).apply(x, 10000)
+    assert y[0, 100] == pytest.approx(0.25)
+
+
+def test_a_plugin_that_fails_to_import_is_named_and_others_keep_working(site):
+    make_dist(site, "ravedata-broken", "broken", "rd_broken", "import not_a_module_anywhere\n")
+    make_dist(site, "ravedata-echo", "echo", "rd_echo", GOOD)
+    reg = get_registry(refresh=True)
+    assert "echo" in reg.augmenters and "gain" in reg.augmenters
+    [err] = reg.errors
+    assert err.plugin == "broken" and "ravedata-broken" in err.package
+    assert "ModuleNotFoundError" in err.reason and "not_a_module_anywhere" in err.reason
+    with pytest.raises(ValueError, match="not loaded: broken"):
+        reg.get("anything")
+
+
+def test_a_hook_that_raises_disables_only_that_plugin(site):
+    make_dist(site, "ravedata-raiser", "raiser", "rd_raiser", '''
+        from rave_data import hookimpl
+        @hookimpl
+        def register_augmenters(register):
+            raise RuntimeError("cannot find my model files")
+    ''')
+    reg = get_registry(refresh=True)
+    [err] = reg.errors
+    assert err.plugin == "raiser" and "cannot find my model files" in err.reason
+    assert "raiser" not in {p.name for p in reg.plugins} and "gain" in reg.augmenters
+
+
+def test_a_misspelt_hook_fails_loudly(site):
+    make_dist(site, "ravedata-typo", "typo", "rd_typo", '''
+        from rave_data import hookimpl
+        @hookimpl
+        def register_augmenter(register):
+            pass
+    ''')
+    [err] = get_registry(refresh=True).errors
+    assert err.plugin == "typo" and "unknown hook 'register_augmenter'" in err.reason
+
+
+def test_duplicate_names_are_refused_naming_both_plugins(site):
+    make_dist(site, "ravedata-mygain", "mygain", "rd_mygain", GOOD.replace('"echo"', '"gain"'))
+    reg = get_registry(refresh=True)
+    [err] = reg.errors
+    assert "'gain' is already registered by plugin 'builtin.gain' (ravedata)" in err.reason
+    assert err.plugin == "mygain" and reg.get("gain").plugin == "builtin.gain"
+
+
+def test_registering_something_that_is_not_an_augmenter_is_refused(site):
+    make_dist(site, "ravedata-odd", "odd", "rd_odd", '''
+        from rave_data import hookimpl
+        @hookimpl
+        def register_augmenters(register):
+            register(len)
+    ''')
+    [err] = get_registry(refresh=True).errors
+    assert err.plugin == "odd" and "not a subclass of rave_data.augment.Augmenter" in err.reason
+
+
+def test_env_var_disables_named_plugins(site, monkeypatch):
+    make_dist(site, "ravedata-echo", "echo", "rd_echo", GOOD)
+    monkeypatch.setenv("RAVEDATA_DISABLE_PLUGINS", "echo, builtin.reverb")
+    reg = get_registry(refresh=True)
+    assert "echo" not in reg.augmenters and "reverb" not in reg.augmenters and "gain" in reg.augmenters
+    assert "rd_echo" not in sys.modules  # never even imported
+    assert not reg.errors
+
+
+def test_first_party_roomverb_plugin_is_installed_and_works():
+    entry = get_registry().get("room")
+    assert (entry.plugin, entry.package) == ("roomverb", "ravedata-roomverb")
+    x = np.zeros((2, 48000), np.float32)
+    x[:, 0] = 0.5
+    chain = Chain.from_record([{"name": "room", "plugin": "roomverb",
+                                "params": {"rt60": 0.5, "drr_db": 0.0, "damping": 0.5, "predelay_ms": 5.0, "seed": 3}}])
+    y = chain.apply(x, 48000)
+    assert y.shape == x.shape and y[0, 0] == pytest.approx(0.5, rel=1e-3)
+    tail = y[:, 1:]
+    # drr 0 dB: the tail carries as much energy as the direct sound.
+    assert np.sum(tail[0].astype(np.float64) ** 2) == pytest.approx(0.25, rel=0.05)
+    assert np.abs(tail[:, 24000:]).max() < np.abs(tail[:, :2400]).max() / 100  # decayed by rt60
+    assert not np.allclose(tail[0], tail[1])  # decorrelated channels
+
+
+def test_every_hook_is_documented_with_its_exact_signature():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "ravedata_spec")]
+    assert hooks
+    for name in hooks:
+        sig = f"def {name}{inspect.signature(getattr(hookspecs, name))}"
+        sig = re.sub(r"'", "", sig)
+        assert sig in docs, f"{sig} missing from docs/plugins.md"
+
+
+def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([str(Path(sys.executable).parent / "ravedata"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_plugins_command_lists_everything_as_json_and_text(tmp_path):
+    make_dist(tmp_path, "ravedata-broken", "broken", "rd_broken", "raise ImportError('needs libfoo')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = run_cli("plugins", "--json", env_extra=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    by_name = {a["name"]: a for a in data["augmenters"]}
+    pitch = by_name["pitch_shift"]
+    assert pitch["plugin"] == "builtin.pitch" and pitch["package"] == "ravedata" and pitch["version"]
+    [semitones] = pitch["params"]
+    assert semitones["default"] == [-2.0, 2.0] and semitones["min"] == -24.0 and semitones["max"] == 24.0
+    assert by_name["room"]["package"] == "ravedata-roomverb"
+    assert data["errors"] == [{"plugin": "broken", "package": "ravedata-broken 0.2", "reason": "ImportError: needs libfoo"}]
+
+    text = run_cli("plugins", env_extra=env)
+    assert text.returncode == 0
+    assert re.search(r"^pitch_shift  \[builtin\.pitch: ravedata \S+\]", text.stdout, re.M)
+    assert "semitones (float)  default [-2, 2]  allowed [-24, 24]" in text.stdout
+    assert "plugin 'broken' (ravedata-broken 0.2) disabled: ImportError: needs libfoo" in text.stderr
+    assert "Traceback" not in text.stderr
+
+
+def test_plugins_command_never_imports_torch_or_pedalboard():
+    code = ("import sys; from typer.testing import CliRunner; from rave_data.cli import app;"
+            "r = CliRunner().invoke(app, ['plugins']); assert r.exit_code == 0, r.output;"
+            "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
