@@ -201,6 +201,14 @@ class ResumableBatchSampler:
                 offset += self.batch_size
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: workers ignore it so the main
+    # process can finish its step, save and stop them cleanly.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _collate(items: list[tuple[np.ndarray, int, int]]) -> tuple[Any, int, int]:
     import torch
 
@@ -274,7 +282,12 @@ class TrainData:
         from torch.utils.data import DataLoader
 
         sampler = ResumableBatchSampler(self.train_idx, self.batch_size, int(self.cfg.train.seed), position, self.rank, self.world_size)
+        import torch
+
         workers = int(self.cfg.train.num_workers)
+        # A private generator: the loader draws its workers' base seed from it
+        # instead of the global RNG, whose state the checkpoint restores (the
+        # model's sampling noise must not depend on when a loader was created).
         loader = DataLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -283,6 +296,8 @@ class TrainData:
             pin_memory=getattr(device, "type", str(device)) == "cuda",
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
+            generator=torch.Generator().manual_seed(int(self.cfg.train.seed)),
+            worker_init_fn=_ignore_sigint,
         )
         per_epoch = sampler.batches_per_epoch * self.batch_size
         for x, epoch, last in loader:

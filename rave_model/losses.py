@@ -39,10 +39,11 @@ class MultiScaleSTFT(nn.Module):
         for s in self.scales:
             self.register_buffer(f"window_{s}", torch.hann_window(s), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, scales: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Magnitudes at ``scales`` (default: all of this module's scales)."""
         x = x.reshape(-1, x.shape[-1])
         out = []
-        for s in self.scales:
+        for s in self.scales if scales is None else scales:
             win = getattr(self, f"window_{s}")
             spec = torch.stft(x, n_fft=s, hop_length=s // 4, win_length=s, window=win.to(x.dtype), center=True, return_complex=True)
             out.append(spec.abs())
@@ -65,11 +66,11 @@ class SpectralDistance(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = min(x.shape[-1], y.shape[-1])
         x, y = x[..., :n], y[..., :n]
-        keep = [s for s in self.stft.scales if s <= n] or [min(self.stft.scales)]
+        keep = [s for s in self.stft.scales if s <= n]
+        if not keep:
+            raise ValueError(f"signal of {n} samples is shorter than every STFT scale {self.stft.scales}")
         total = x.new_zeros(())
-        for s, sx, sy in zip(self.stft.scales, self.stft(x), self.stft(y)):
-            if s not in keep:
-                continue
+        for sx, sy in zip(self.stft(x, keep), self.stft(y, keep)):
             lin = mean_difference(sx, sy, "L2", relative=True)
             log = mean_difference(torch.log(sx + self.log_epsilon), torch.log(sy + self.log_epsilon), "L1")
             total = total + lin + log

@@ -77,7 +77,7 @@ class AdversarialStage(Stage):
             self.dis_opt.zero_grad(set_to_none=True)
             adv["dis"].backward()
             self.dis_opt.step()
-            return {"dis": float(adv["dis"]), "pred_real": float(adv["pred_real"]), "pred_fake": float(adv["pred_fake"])}
+            return {"dis": float(adv["dis"].detach()), "pred_real": float(adv["pred_real"].detach()), "pred_fake": float(adv["pred_fake"].detach())}
 
         y, losses = self.recon(batch, frozen_encoder=True)
         # The discriminator only scores here; its parameters get no update.
@@ -90,11 +90,11 @@ class AdversarialStage(Stage):
         loss.backward()
         self.gen_opt.step()
         return {
-            "multiband": float(losses["multiband"]),
-            "fullband": float(losses["fullband"]),
-            "adv": float(adv["adv"]),
-            "feature_matching": float(adv["feature_matching"]),
-            "loss": float(loss),
+            "multiband": float(losses["multiband"].detach()),
+            "fullband": float(losses["fullband"].detach()),
+            "adv": float(adv["adv"].detach()),
+            "feature_matching": float(adv["feature_matching"].detach()),
+            "loss": float(loss.detach()),
         }
 
     def validate(self) -> dict[str, float]:

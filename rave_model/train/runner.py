@@ -169,20 +169,23 @@ def fit(
     ConfigMismatch, ValueError (bad config) or TrainingDiverged with a message
     meant for the user.
     """
+    from rave_model.data import TrainData, load_augment_plan
+
+    run_dir = Path(run_dir)
+    # Everything that can refuse the job runs first (and before torch is
+    # imported by the model), so a mistake costs a second, not a start-up.
+    cfg, ckpt = resolve_config(run_dir, preset, overrides)
+    data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
+    data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(cfg.hop_length))
     import torch
 
-    from rave_model.data import TrainData, load_augment_plan
     from rave_model.model import RAVE, count_parameters
     from rave_model.train.logging import TrainLogger
 
-    run_dir = Path(run_dir)
-    cfg, ckpt = resolve_config(run_dir, preset, overrides)
     dev = pick_device(device)
     is_main = rank == 0
-    data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
     torch.manual_seed(int(cfg.train.seed))
     model = RAVE(cfg)
-    data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(model.hop_length))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.to(dev)
@@ -210,6 +213,9 @@ def fit(
                 torch.manual_seed(int(cfg.train.seed) * 1000 + index)
                 stage = stage_class(name)(ctx)
                 total = int(stage.total_steps())
+                if total <= 0:  # a stage configured off (e.g. prior.steps=0)
+                    result.done.append(name)
+                    continue
                 step, best = 0, None
                 if ckpt is not None and ckpt["stage"] == name:
                     stage.load_state_dict(ckpt["stage_state"])

@@ -49,7 +49,7 @@ class VAEStage(Stage):
         self.opt.step()
         self.sched.step()
         out = {k: float(v.detach()) for k, v in losses.items()}
-        out["loss"] = float(loss)
+        out["loss"] = float(loss.detach())
         out["beta"] = beta
         return out
 

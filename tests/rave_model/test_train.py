@@ -1,0 +1,253 @@
+"""Training stages 1 and 2 on the tiny preset: losses, the loop, checkpoints,
+resume reproducibility, the NaN guard, Ctrl-C, and the real `ravemodel fit`."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rave_model.config import load_config
+from rave_model.losses import SpectralDistance, adversarial_losses, beta_schedule, hinge_gan, kl_divergence, ls_gan
+from rave_model.train import checkpoint as ckpt_io
+from rave_model.train.pca import dims_for_fidelity, principal_components
+from rave_model.train.runner import ConfigMismatch, TrainingDiverged, fit
+from rave_model.train.vae import VAEStage
+from tests.rave_model.datasets import tiny_examples, write_dataset
+
+# Few steps, no prior (its own tests cover it), validation and checkpoints often.
+FAST = ["train.vae_steps=4", "train.adversarial_steps=4", "train.val_every=2", "train.ckpt_every=2", "prior.steps=0"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds", tiny_examples(10))
+
+
+# -- losses and PCA ------------------------------------------------------------------------
+
+
+def test_spectral_distance_is_zero_for_identical_and_grows_with_error():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 4096)
+    dist = SpectralDistance([512, 256, 128])
+    assert float(dist(x, x)) == pytest.approx(0.0, abs=1e-6)
+    small, large = float(dist(x, x + 0.01 * torch.randn_like(x))), float(dist(x, x + 0.5 * torch.randn_like(x)))
+    assert 0 < small < large
+    # Scales longer than a short multiband signal are skipped, not an error.
+    assert math.isfinite(float(SpectralDistance([2048, 128])(x[..., :256], x[..., :256] * 0.5)))
+
+
+def test_kl_beta_and_gan_losses():
+    assert float(kl_divergence(torch.zeros(2, 4, 3), torch.zeros(2, 4, 3))) == 0.0
+    assert float(kl_divergence(torch.ones(1, 4, 1), torch.zeros(1, 4, 1))) == pytest.approx(2.0)
+    assert beta_schedule(0, 100, 1e-6, 5e-2) == pytest.approx(1e-6)
+    assert beta_schedule(50, 100, 1e-6, 5e-2) == pytest.approx(math.sqrt(1e-6 * 5e-2))
+    assert beta_schedule(500, 100, 1e-6, 5e-2) == 5e-2
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    dis, gen = hinge_gan(real, fake)
+    assert float(dis) == pytest.approx((0 + 0.5 + 0 + 1) / 2) and float(gen) == pytest.approx(1.0)
+    dis, gen = ls_gan(real, fake)
+    assert float(dis) == pytest.approx((1 + 0.25 + 4 + 0) / 2) and float(gen) == pytest.approx((9 + 1) / 2)
+    feats = [[torch.ones(1, 2, 4), torch.full((1, 1, 4), 2.0)]]
+    out = adversarial_losses(feats, [[torch.zeros(1, 2, 4), torch.zeros(1, 1, 4)]])
+    assert float(out["feature_matching"]) == pytest.approx((1 + 2) / 2)
+
+
+def test_pca_finds_the_used_dimensions():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(8, 8, generator=g))[0][:, :2]  # a 2-d subspace of 8-d
+    z = torch.randn(4000, 2, generator=g) * torch.tensor([3.0, 1.0]) @ basis.T + 5.0
+    mean, comps, cum = principal_components(z)
+    assert torch.allclose(mean, torch.full((8,), 5.0, dtype=torch.float64), atol=0.2)
+    assert torch.allclose(comps @ comps.T, torch.eye(8, dtype=torch.float64), atol=1e-6)
+    assert dims_for_fidelity(cum, 0.95) == 2 and dims_for_fidelity(cum, 0.5) == 1
+    assert cum[-1] == pytest.approx(1.0)
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+def test_stage1_loss_falls_on_a_repeated_batch(dataset, tmp_path):
+    from rave_model.data import TrainData
+    from rave_model.model import RAVE
+    from rave_model.train.logging import TrainLogger
+    from rave_model.train.stage import DataPosition, TrainContext
+
+    cfg = load_config("tiny", ["train.phase_mangle=0", "train.lr=3e-3", "train.vae_steps=1000"])
+    torch.manual_seed(0)
+    data = TrainData(dataset, cfg)
+    ctx = TrainContext(cfg=cfg, model=RAVE(cfg), device=torch.device("cpu"), run_dir=tmp_path, data=data, logger=TrainLogger(tmp_path, enabled=False))
+    stage = VAEStage(ctx)
+    stage.on_start()
+    batch, _ = next(stage.batches(DataPosition()))
+    losses = [stage.train_step(batch, step)["loss"] for step in range(40)]
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
+
+
+def test_fit_runs_both_stages_and_writes_a_complete_checkpoint(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    assert result.done[:2] == ["vae", "adversarial"] and not result.stopped
+    stages = [h[0] for h in result.history]
+    assert stages == ["vae"] * 4 + ["adversarial"] * 4
+    assert all(math.isfinite(v) for _, _, losses in result.history for v in losses.values())
+    # Stage 2 alternates discriminator and decoder updates.
+    assert "dis" in result.history[4][2] and "feature_matching" in result.history[5][2]
+
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert {"config", "stage", "step", "done", "model", "stage_state", "data", "rng", "best", "info"} <= set(ckpt)
+    assert ckpt["config"]["train"]["vae_steps"] == 4
+    assert "discriminator" in ckpt_io.load(run / "checkpoints" / "best.ckpt")["stage_state"] or ckpt_io.load(run / "checkpoints" / "best.ckpt")["stage"] == "vae"
+    # The PCA after stage 1 filled the model's buffers and recorded the dimension count.
+    pca = ckpt["info"]["vae"]
+    assert 1 <= pca["pca_dims"] <= 8 and pca["fidelity"] == 0.95
+    fid = ckpt["model"]["fidelity"]
+    assert fid[-1] == pytest.approx(1.0) and bool((fid[1:] >= fid[:-1]).all())
+    assert not torch.equal(ckpt["model"]["latent_pca"], torch.eye(8))
+    assert dims_for_fidelity(fid, 0.95) == pca["pca_dims"]
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    # The checkpoint rebuilds the model, which reconstructs audio of the right shape.
+    model, cfg, _ = ckpt_io.load_model(run)
+    x = torch.randn(1, 1, 4096) * 0.1
+    with torch.no_grad():
+        assert model(x).shape == (1, 1, 4096)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = ckpt_io.load(path)
+    out = {f"model.{k}": v for k, v in ckpt["model"].items()}
+    for k, v in ckpt["stage_state"].get("discriminator", {}).items():
+        out[f"disc.{k}"] = v
+    return out
+
+
+def test_resumed_run_reproduces_an_uninterrupted_one(dataset, tmp_path):
+    straight = fit(dataset, tmp_path / "a", preset="tiny", overrides=FAST, device="cpu")
+    # Stopped inside stage 1 (after step 3), then inside stage 2 (after its step 2).
+    first = fit(dataset, tmp_path / "b", preset="tiny", overrides=FAST, device="cpu", stop_after=3)
+    assert first.stopped and not first.interrupted and len(first.history) == 3
+    second = fit(dataset, tmp_path / "b", preset="tiny", overrides=FAST, device="cpu", stop_after=3)
+    assert second.history[-1][:2] == ("adversarial", 2)
+    third = fit(dataset, tmp_path / "b", preset="tiny", overrides=FAST, device="cpu")
+    replay = first.history + second.history + third.history
+    assert [(s, n) for s, n, _ in replay] == [(s, n) for s, n, _ in straight.history]
+    for (_, _, a), (_, _, b) in zip(straight.history, replay):
+        for k in a:
+            assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-6), k
+    wa, wb = _weights(tmp_path / "a" / "checkpoints" / "last.ckpt"), _weights(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6), k
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    original = VAEStage.train_step
+
+    def poisoned(self, batch, step):
+        out = original(self, batch, step)
+        if step == 2:  # the third step
+            out["loss"] = float("nan")
+        return out
+
+    monkeypatch.setattr(VAEStage, "train_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"stage vae step 3: loss loss is nan.*last good checkpoint .*last.ckpt is kept"):
+        fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert (ckpt["stage"], ckpt["step"]) == ("vae", 2)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_ctrl_c_saves_after_the_step_and_resumes(dataset, tmp_path, monkeypatch):
+    original = VAEStage.train_step
+
+    def interrupted(self, batch, step):
+        out = original(self, batch, step)
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C delivers
+        return out
+
+    monkeypatch.setattr(VAEStage, "train_step", interrupted)
+    run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
+    result = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    assert result.stopped and result.interrupted
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert (ckpt["stage"], ckpt["step"]) == ("vae", 1)
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+    monkeypatch.setattr(VAEStage, "train_step", original)
+    done = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    assert done.history[0][:2] == ("vae", 2) and done.done[:2] == ["vae", "adversarial"]
+
+
+def test_resume_refuses_architecture_changes(dataset, tmp_path):
+    run = tmp_path / "run"
+    fit(dataset, run, preset="tiny", overrides=FAST, device="cpu", stop_after=1)
+    with pytest.raises(ConfigMismatch, match="only train/prior keys may change"):
+        fit(dataset, run, preset="tiny", overrides=[*FAST, "model.capacity=8"], device="cpu")
+    # More steps on resume is allowed.
+    result = fit(dataset, run, preset="tiny", overrides=[*FAST, "train.vae_steps=5"], device="cpu")
+    assert [h[:2] for h in result.history if h[0] == "vae"] == [("vae", n) for n in range(2, 6)]
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="last.ckpt: not a readable checkpoint"):
+        ckpt_io.load_model(tmp_path / "run")
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _fit_cmd(bin_dir: Path, dataset: Path, run: Path, *extra: str) -> list[str]:
+    sets = [a for s in FAST for a in ("--set", s)]
+    return [str(bin_dir / "ravemodel"), "fit", str(dataset), "--preset", "tiny", "--run", str(run), "--device", "cpu", *sets, *extra]
+
+
+def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
+    run = tmp_path / "run"
+    first = subprocess.run(_fit_cmd(bin_dir, dataset, run, "--max-steps", "3"), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "parameters" in first.stderr and "stopped at vae step 3/4" in first.stderr
+    second = subprocess.run(_fit_cmd(bin_dir, dataset, run), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "stage vae, step 3" in second.stderr
+    assert "training complete: vae, adversarial" in second.stdout
+    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["done"][:2] == ["vae", "adversarial"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.no_such_key=1"], "unknown key 'train.no_such_key'"),
+        (["--set", "train.batch_size=64"], "too small for batch size 64"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--set", "data.sr=8000"], "error: "),
+    ],
+)
+def test_ravemodel_fit_refuses_bad_input_in_one_line(dataset, tmp_path, bin_dir, args, message):
+    proc = subprocess.run(_fit_cmd(bin_dir, dataset, tmp_path / "run", *args), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ravemodel_fit_missing_dataset(tmp_path, bin_dir):
+    proc = subprocess.run(_fit_cmd(bin_dir, tmp_path / "nowhere", tmp_path / "run"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "nowhere: no data.mdb" in proc.stderr and "Traceback" not in proc.stderr
