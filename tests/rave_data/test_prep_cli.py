@@ -8,11 +8,11 @@ import signal
 import subprocess
 import time
 
-import lmdb
 import pytest
 
 from rave_data.lock import FolderLock
 from tests.audio import concat, noise, silence, sine, write
+from tests.rave_data.test_prep import _lmdb_items
 
 SMALL = ["--sr", "16000", "--num-signal", "2048"]
 
@@ -29,14 +29,6 @@ def _one_line_error(r: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     for needle in needles:
         assert needle in r.stderr
-
-
-def _items(path) -> dict[bytes, bytes]:
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        items = {bytes(k): bytes(v) for k, v in txn.cursor()}
-    env.close()
-    return items
 
 
 def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
@@ -65,7 +57,7 @@ def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
     talk = next(x for x in lines if x["source"] == "talk.mp3")
     assert talk["seconds_in"] == pytest.approx(6.0, abs=1e-3)
     assert talk["seconds_out"] == pytest.approx(5.0, abs=0.05)
-    assert len(_items(out)) == report["dataset"]["examples"] > 0
+    assert len(_lmdb_items(out)) == report["dataset"]["examples"] > 0
 
     strict = _run(bin_dir, str(src), str(out), *SMALL, "--strict", "--quiet")
     assert strict.returncode == 1 and strict.stdout == ""
@@ -98,7 +90,7 @@ def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
     t0 = time.monotonic()
     _run(bin_dir, str(src), str(ref), *args, "--jobs", "1", check=True)
     full = time.monotonic() - t0
-    expected = sorted(_items(ref).values())
+    expected = sorted(_lmdb_items(ref).values())
 
     for k, frac in enumerate((0.4, 0.8)):
         out = tmp_path / f"out{k}"
@@ -109,7 +101,7 @@ def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         _run(bin_dir, str(src), str(out), *args, check=True)
-        got = _items(out)
+        got = _lmdb_items(out)
         # Same examples (keys may be numbered differently after a crash), each once.
         assert sorted(got.values()) == expected
         lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
