@@ -347,30 +347,41 @@ def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_si
     return consumed // world_size // batch_size * batch_size
 
 
-def _error_report(exc: BaseException, rank: int) -> dict[str, Any]:
+def _error_report(exc: BaseException, rank: int, expected: bool) -> dict[str, Any]:
+    text = str(exc).strip()
     return {
         "rank": rank,
         "time": time.time(),
         "type": type(exc).__name__,
-        "message": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        "message": text.splitlines()[0] if text else type(exc).__name__,
+        # An expected error (bad input, divergence) is explained by its message;
+        # anything else is a bug, whose traceback the launcher shows.
+        "expected": expected,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
 
 
-def record_error(exc: BaseException, rank: int | None = None) -> None:
+def _own_rank() -> int:
+    # The environment is the truth even before setup() or after teardown().
+    try:
+        return ranks_from_env()[0]
+    except ValueError:
+        return _CURRENT.rank
+
+
+def record_error(exc: BaseException, expected: bool = False) -> None:
     """Write this rank's failure where the launcher looks for it.
 
     Under our launcher: ``$RAVE_DIST_ERROR_DIR/rank<R>.json``. Under torchrun: its
     ``TORCHELASTIC_ERROR_FILE``, so torchrun's failure summary shows our error too.
     The write is atomic, so a launcher never reads half a report.
     """
-    r = _CURRENT.rank if rank is None else rank
+    rank = _own_rank()
     err_dir = os.environ.get(ERROR_DIR_ENV)
     if err_dir:
-        report = _error_report(exc, r)
-        path = Path(err_dir) / f"rank{r}.json"
+        path = Path(err_dir) / f"rank{rank}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report))
+        tmp.write_text(json.dumps(_error_report(exc, rank, expected)))
         os.replace(tmp, path)
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
@@ -378,12 +389,21 @@ def record_error(exc: BaseException, rank: int | None = None) -> None:
         ErrorHandler().record_exception(exc)
 
 
-@contextlib.contextmanager
-def worker_errors() -> Iterator[None]:
-    """Record any exception escaping the block (see :func:`record_error`), then re-raise.
+def under_launcher() -> bool:
+    """True in a process started by :func:`rave_model.train.launch.launch_local`."""
+    return bool(os.environ.get(ERROR_DIR_ENV))
 
-    Wrap a worker's whole training call in it; Ctrl-C and ``SystemExit(0)`` are not
-    failures and are not recorded.
+
+@contextlib.contextmanager
+def worker_errors(expected: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Record any exception escaping the block (see :func:`record_error`).
+
+    Under our launcher the process then exits with status 1 without printing: the
+    launcher reports the first failure once, naming its rank, instead of N processes
+    printing N errors (most of them "peer closed the connection"). Elsewhere (a
+    single process, torchrun) the exception goes on to the caller's handler.
+    ``expected``: error types whose one-line message says it all (no traceback).
+    Ctrl-C and ``SystemExit(0)`` are not failures.
     """
     try:
         yield
@@ -391,8 +411,10 @@ def worker_errors() -> Iterator[None]:
         raise
     except SystemExit as e:
         if e.code not in (0, None):
-            record_error(e)
+            record_error(e, expected=True)
         raise
     except BaseException as e:
-        record_error(e)
+        record_error(e, expected=isinstance(e, expected))
+        if under_launcher():
+            raise SystemExit(1) from None
         raise

@@ -20,13 +20,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from rave_model.train.distributed import ERROR_DIR_ENV, STORE_ENV
+from rave_model.train.distributed import ERROR_DIR_ENV, STORE_ENV, launched
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RankFailure:
     error_type: str | None = None
     message: str | None = None
     traceback: str | None = None
+    expected: bool = False  # bad input or divergence: the message says it all
 
     def describe(self) -> str:
         """One line: which rank failed and why."""
@@ -107,6 +109,7 @@ def first_failure(error_dir: Path, exits: Mapping[int, tuple[float, int]]) -> Ra
             error_type=r.get("type"),
             message=r.get("message"),
             traceback=r.get("traceback"),
+            expected=bool(r.get("expected", False)),
         )
     bad = sorted((t, rank, rc) for rank, (t, rc) in exits.items() if rc != 0)
     if bad:
@@ -183,3 +186,42 @@ def launch_local(
     if failure is None:
         return LaunchResult(0)
     return LaunchResult(failure.returncode if failure.returncode > 0 else 1, failure)
+
+
+def strip_option(argv: Sequence[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (the workers must not relaunch)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+def relaunch(nproc: int, argv: Sequence[str], say: Callable[[str], None] | None = None) -> int:
+    """Run this ``ravemodel`` command line (``sys.argv``) as ``nproc`` local processes.
+
+    Returns the exit status for the parent. A failure is told in one line naming its
+    rank (with the traceback when it was not an expected error such as bad input).
+    """
+    say = say or (lambda line: print(line, file=sys.stderr))
+    if launched():
+        say("error: --nproc starts processes itself; under torchrun leave it out "
+            "(torchrun's --nproc-per-node sets the number)")
+        return 1
+    cmd = [sys.executable, "-m", "rave_model", *strip_option(argv[1:], "--nproc")]
+    try:
+        result = launch_local(cmd, nproc)
+    except KeyboardInterrupt:
+        say("interrupted; the last checkpoint is kept")
+        return 130
+    if result.failure is not None:
+        f = result.failure
+        if f.traceback and not f.expected:
+            say(f.traceback.rstrip())
+        say(f"error: {f.describe()}")
+    return result.returncode

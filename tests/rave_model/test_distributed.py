@@ -19,7 +19,7 @@ import pytest
 from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
 from rave_model.train.stage import DataPosition
-from rave_model.train.launch import first_failure, launch_local
+from rave_model.train.launch import first_failure, launch_local, relaunch, strip_option
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -212,3 +212,13 @@ def test_first_failure_prefers_the_earliest_report(tmp_path: Path) -> None:
     f = first_failure(empty, {0: (2.0, 0), 1: (1.0, -9)})
     assert f is not None and f.describe() == "rank 1 was killed by SIGKILL"
     assert first_failure(empty, {0: (1.0, 0)}) is None
+
+
+def test_workers_do_not_relaunch_and_torchrun_refuses_nproc(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["fit", "data", "--nproc", "2", "--run", "r", "--nproc=3", "--set", "train.seed=1"]
+    assert strip_option(argv, "--nproc") == ["fit", "data", "--run", "r", "--set", "train.seed=1"]
+    said: list[str] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert relaunch(2, ["ravemodel", *argv], said.append) == 1
+    assert said and "under torchrun leave it out" in said[0]
