@@ -53,6 +53,41 @@ def test_lossless_formats_decode_exactly(tmp_path: Path, name: str, subtype: str
 
 
 @pytest.mark.parametrize(
+    "name,subtype,format,tol",
+    [("u8.wav", "PCM_U8", None, 1 / 64), ("i32.wav", "PCM_32", None, 1e-7), ("mulaw.wav", "ULAW", None, 0.02),
+     ("double.wav", "DOUBLE", None, 0.0), ("big.rf64", "PCM_16", "RF64", 1 / 32768)],
+)
+def test_other_subtypes_and_containers(tmp_path: Path, name: str, subtype: str, format: str | None, tol: float) -> None:
+    x = signal(22050, channels=6)  # six channels: nothing assumes mono or stereo
+    path = write(tmp_path / name, x, 22050, subtype=subtype, format=format)
+    y, sr = read_all(path)
+    assert sr == 22050 and y.shape == (6, x.shape[1])
+    assert np.max(np.abs(y - x)) <= tol
+
+
+def test_one_frame_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "blip.wav", np.full((2, 1), 0.5, np.float32), 8000)
+    y, sr = read_all(path)
+    assert y.shape == (2, 1) and y[0, 0] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_pedalboard_reads_what_soundfile_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rave_data.decode as decode
+
+    def refuse(path: Path) -> decode.AudioSource:
+        raise DecodeError(path, "Format not recognised")
+
+    monkeypatch.setattr(decode, "_open_soundfile", refuse)
+    x = signal(32000)
+    path = write(tmp_path / "a.flac", x, 32000, subtype="PCM_24")
+    with open_audio(path) as src:
+        assert src.info.backend == "pedalboard" and src.info.frames == x.shape[1]
+        blocks = list(src.blocks(3000))
+    assert all(b.shape[1] <= 3000 for b in blocks)
+    assert np.max(np.abs(np.concatenate(blocks, axis=1) - x)) < 1e-6
+
+
+@pytest.mark.parametrize(
     "name,subtype,sr",
     [("a.ogg", "VORBIS", 44100), ("a.opus", "OPUS", 48000), ("a.mp3", "MPEG_LAYER_III", 44100)],
 )
