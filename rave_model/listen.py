@@ -135,8 +135,13 @@ def load_listener(path: Path | str, which: str = "last") -> Listener:
     if not path.exists():
         raise ListenError(f"{path}: no such run folder or model file")
     if is_scripted_file(path):
+        import warnings
+
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                # torch >= 2.9 calls TorchScript deprecated; nn~ still loads nothing else.
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:  # a corrupt archive
             raise ListenError(f"{path}: not a loadable TorchScript model ({exc.__class__.__name__})") from None
         return _scripted_listener(path, module)
