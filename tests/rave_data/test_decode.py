@@ -120,8 +120,14 @@ def test_ffmpeg_formats(tmp_path: Path, ext: str, args: list[str]) -> None:
     assert y.shape[1] == src.info.frames
     if ext == "m4a":  # the container's edit list gives the exact length
         assert y.shape[1] == x.shape[1]
-    else:  # wma headers are rounded to codec frames
+    else:  # wma headers are rounded to codec frames (the gap is filled with silence)
         assert abs(y.shape[1] - x.shape[1]) <= 2048
+    # The 440 Hz sine of the first half comes back at its level (wma keeps an
+    # encoder delay, so compare spectra, not samples).
+    seg = y[0, 4096 : x.shape[1] // 2 - 4096]
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
+    assert abs(np.argmax(spectrum) * 44100 / seg.size - 440) < 5
+    assert np.sqrt(np.mean(seg**2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.1)
 
 
 @needs_ffmpeg
@@ -166,6 +172,30 @@ def test_truncated_mp3(tmp_path: Path) -> None:
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     expect_error(p, "truncated")
+
+
+@needs_ffmpeg
+def test_truncated_m4a(tmp_path: Path) -> None:
+    src = write(tmp_path / "s.wav", signal(44100, seconds=6.0), 44100)
+    p = ffmpeg_encode(src, tmp_path / "cut.m4a", "-c:a", "aac", "-movflags", "+faststart")
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # index intact (faststart), audio cut
+    expect_error(p, "truncated")
+
+
+@needs_ffmpeg
+def test_untagged_mp3_has_exact_length(tmp_path: Path) -> None:
+    # Without a Xing/Info tag libsndfile only estimates the length from the size.
+    src = write(tmp_path / "s.wav", signal(44100, seconds=3.0), 44100)
+    p = ffmpeg_encode(src, tmp_path / "plain.mp3", "-c:a", "libmp3lame", "-write_xing", "0")
+    import soundfile as sf
+
+    with sf.SoundFile(str(p)) as f:
+        decoded = f.read(dtype="float32").shape[0]  # what the decoder really gives
+    with open_audio(p) as s:
+        assert s.info.frames == decoded  # no padding needed, nothing cut
+        assert sum(b.shape[1] for b in s.blocks(10000)) == decoded
+    assert abs(decoded - 3 * 44100) <= 2 * 1152  # every mpeg frame, delay included
 
 
 def test_text_file_named_flac(tmp_path: Path) -> None:
