@@ -60,6 +60,59 @@ class CachedPad1d(nn.Module):
         return x
 
 
+def matmul_t(wt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``wt [K, M]``, ``x [B, K, N]`` -> ``wt.T @ x``, ``[B, M, N]``.
+
+    The weight is stored transposed because BLAS (MKL on this kind of CPU) is several
+    times faster on short blocks as ``x.T @ wt`` than as ``w @ x``; long blocks keep the
+    ``w @ x`` form, which is faster there.
+    """
+    if x.shape[0] == 1:
+        x0 = x[0]
+        if x0.shape[-1] < 64:
+            return torch.mm(x0.t(), wt).t().unsqueeze(0)
+        return torch.mm(wt.t(), x0).unsqueeze(0)
+    return torch.matmul(x.transpose(1, 2), wt).transpose(1, 2)
+
+
+def conv1d_mm(x: torch.Tensor, wt: torch.Tensor, kernel_size: int, stride: int, dilation: int) -> torch.Tensor:
+    """Convolution of an already padded ``x [B, Cin, Tp]`` as one matrix product.
+
+    ``wt [kernel_size * Cin, Cout]`` holds the taps tap-major. Stacking the ``k``
+    shifted (strided) views of ``x`` and calling BLAS beats oneDNN's direct convolution
+    on short blocks, where oneDNN falls back to slow reference kernels.
+    """
+    t_out = (x.shape[-1] - (kernel_size - 1) * dilation - 1) // stride + 1
+    span = (t_out - 1) * stride + 1
+    if kernel_size == 1:
+        cols = x[..., :span:stride]
+    else:
+        cols = torch.cat([x[..., j * dilation : j * dilation + span : stride] for j in range(kernel_size)], 1)
+    return matmul_t(wt, cols)
+
+
+def conv_transpose1d_mm(x: torch.Tensor, wt: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
+    """Transposed convolution ``[B, Cin, N] -> [B, Cout, (N + m - 1) * stride]`` where
+    ``wt [Cin, Cout * m * stride]`` holds a kernel of ``m * stride`` taps: one matrix
+    product, then the ``m`` stride-long kernel segments are overlap-added."""
+    b, n = x.shape[0], x.shape[-1]
+    cols = matmul_t(wt, x)  # [B, Cout * K, N]
+    m = cols.shape[1] // (out_channels * stride)
+    # [B, Cout, m, stride, N] -> [B, Cout, m, N * stride]: segment j of frame q lands at (q + j) * stride.
+    cols = cols.reshape(b, out_channels, m, stride, n).transpose(3, 4).reshape(b, out_channels, m, n * stride)
+    y = F.pad(cols[:, :, 0], (0, (m - 1) * stride))
+    for j in range(1, m):
+        y[:, :, j * stride : j * stride + n * stride] += cols[:, :, j]
+    return y
+
+
+def tap_major(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """Same values and shape as ``weight`` but laid out in memory in ``order``, so that
+    ``weight.permute(order)`` is contiguous and flattening it for a matmul is free."""
+    inverse = [order.index(i) for i in range(len(order))]
+    return weight.detach().permute(order).contiguous().permute(inverse)
+
+
 class Conv1d(nn.Conv1d):
     """``nn.Conv1d`` whose output has ``T / stride`` frames and that can stream.
 
@@ -79,6 +132,21 @@ class Conv1d(nn.Conv1d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
         self.pad = CachedPad1d(conv_padding(kernel_size, stride, dilation), causal)
+        self.use_mm = False
+
+    def prepare_mm(self) -> None:
+        """Inference only: compute through :func:`conv1d_mm` (weights re-laid tap-major)."""
+        weight = self.weight.detach()
+        if self.groups > 1:
+            # A block-diagonal dense weight: a little more arithmetic, but one fast matmul
+            # instead of oneDNN's grouped kernel, which is slow on short blocks.
+            per_in, per_out = self.in_channels // self.groups, self.out_channels // self.groups
+            dense = weight.new_zeros(self.out_channels, self.in_channels, self.kernel_size[0])
+            for g in range(self.groups):
+                dense[g * per_out : (g + 1) * per_out, g * per_in : (g + 1) * per_in] = weight[g * per_out : (g + 1) * per_out]
+            weight = dense
+        self.weight = nn.Parameter(tap_major(weight, [2, 1, 0]), requires_grad=False)
+        self.use_mm = True
 
     @property
     def delay(self) -> int:
@@ -86,7 +154,14 @@ class Conv1d(nn.Conv1d):
         return self.pad.right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if not self.use_mm:
+            return F.conv1d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        wt = self.weight.permute(2, 1, 0).reshape(-1, self.out_channels)
+        y = conv1d_mm(self.pad(x), wt, self.kernel_size[0], self.stride[0], self.dilation[0])
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.unsqueeze(-1)
+        return y
 
 
 class OverlapAdd(nn.Module):
@@ -130,7 +205,15 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
         if kernel_size < stride:
             raise ValueError(f"transposed convolution kernel ({kernel_size}) shorter than its stride ({stride})")
+        if kernel_size % stride:
+            raise ValueError(f"transposed convolution kernel ({kernel_size}) must be a multiple of its stride ({stride})")
         self.ola = OverlapAdd(kernel_size - stride, causal)
+        self.use_mm = False
+
+    def prepare_mm(self) -> None:
+        """Inference only: compute through :func:`conv_transpose1d_mm`."""
+        self.weight = nn.Parameter(self.weight.detach().contiguous(), requires_grad=False)
+        self.use_mm = True
 
     @property
     def delay(self) -> int:
@@ -138,7 +221,11 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         return self.ola.left
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv_transpose1d(x, self.weight, None, self.stride)
+        if self.use_mm:
+            wt = self.weight.reshape(self.in_channels, -1)
+            y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
+        else:
+            y = F.conv_transpose1d(x, self.weight, None, self.stride)
         y = self.ola(y, x.shape[-1] * self.stride[0])
         bias = self.bias
         if bias is not None:
@@ -198,6 +285,14 @@ def set_streaming(module: nn.Module, streaming: bool) -> None:
         if isinstance(m, _STATEFUL):
             m.streaming = streaming
             m.reset()
+
+
+def prepare_mm(module: nn.Module) -> None:
+    """Inference only: switch every convolution of ``module`` to the matmul kernels
+    (``conv1d_mm``, ``conv_transpose1d_mm``); outputs are unchanged up to rounding."""
+    for m in module.modules():
+        if m is not module and callable(getattr(m, "prepare_mm", None)):
+            m.prepare_mm()
 
 
 def reset_streaming(module: nn.Module) -> None:

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rave_model.cached_conv import prepare_mm
 from rave_model.model import RAVE
 
 
@@ -158,6 +159,10 @@ def build_export(
     if not 0.0 < fidelity <= 1.0:
         raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
     model = model.folded().cpu().eval()
+    if streaming:
+        # Streaming calls see short blocks, where BLAS matmuls are several times faster
+        # than oneDNN convolutions; long offline signals are faster with oneDNN.
+        prepare_mm(model)
     model.set_streaming(streaming)
     for p in model.parameters():
         p.requires_grad_(False)

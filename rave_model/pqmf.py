@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import CachedPad1d, OverlapAdd
+from rave_model.cached_conv import CachedPad1d, OverlapAdd, conv_transpose1d_mm
 
 
 def kaiser_lowpass(wc: float, attenuation: float, n_taps: int | None = None) -> np.ndarray:
@@ -106,12 +106,23 @@ class PQMF(nn.Module):
         self.pad.right = 0 if causal else excess - (excess // 2 // n_bands) * n_bands
         self.ola = OverlapAdd(excess, causal)
         self.ola.left = 0 if causal else excess - self.pad.right
+        self.use_mm = False
+
+    def prepare_mm(self) -> None:
+        """Inference only: analysis and synthesis as matrix products (see cached_conv)."""
+        self.use_mm = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.n_bands == 1:
             return x
         b, c, t = x.shape
-        y = F.conv1d(self.pad(x.reshape(b * c, 1, t)), self.analysis_weight, stride=self.n_bands)
+        x = self.pad(x.reshape(b * c, 1, t))
+        if self.use_mm:
+            # Frames of L samples every n_bands samples (a strided view), times the bank.
+            frames = x[:, 0].unfold(-1, self.analysis_weight.shape[-1], self.n_bands)  # [B*C, T', L]
+            y = torch.matmul(frames, self.analysis_weight[:, 0].t()).transpose(1, 2)
+        else:
+            y = F.conv1d(x, self.analysis_weight, stride=self.n_bands)
         return y.reshape(b, c * self.n_bands, -1)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,6 +131,10 @@ class PQMF(nn.Module):
             return x
         b, cm, t = x.shape
         c = cm // self.n_bands
-        y = F.conv_transpose1d(x.reshape(b * c, self.n_bands, t), self.synthesis_weight, stride=self.n_bands)
+        x = x.reshape(b * c, self.n_bands, t)
+        if self.use_mm:
+            y = conv_transpose1d_mm(x, self.synthesis_weight[:, 0], 1, self.n_bands)
+        else:
+            y = F.conv_transpose1d(x, self.synthesis_weight, stride=self.n_bands)
         y = self.ola(y, t * self.n_bands)
         return y.reshape(b, c, -1)
