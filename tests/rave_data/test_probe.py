@@ -9,7 +9,9 @@ import pytest
 import soundfile as sf
 
 from rave_data.audioinfo import DecodeError, MissingFFmpeg
-from rave_data.probe import mp3_exact_frames, probe
+from rave_data.mp3_frames import mp3_exact_frames
+from rave_data.probe import probe
+from rave_data.wav_header import read_wav_header
 from tests.audio import noise, sine, write
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -148,3 +150,52 @@ def test_public_soundfile_wrapper_gives_the_same_answers(tmp_path, monkeypatch):
         probe(junk)
     assert slow_err.value.reason == fast_err.value.reason
     assert [f.format for f in fast] == ["wav", "flac", "opus"]
+
+
+def _libsndfile_facts(path: Path) -> tuple[int, int, int, str]:
+    with sf.SoundFile(str(path)) as f:
+        return f.samplerate, f.channels, f.frames, f.subtype
+
+
+@pytest.mark.parametrize("container", ["WAV", "WAVEX"])
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW"])
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_python_wav_header_agrees_with_libsndfile(tmp_path, container, subtype, channels):
+    path = write(tmp_path / "x.wav", noise(0.05, 11025, channels=channels), 11025, subtype=subtype, format=container)
+    header = read_wav_header(path)
+    if subtype == "ULAW":
+        assert header is None  # not ours to read: libsndfile answers
+    else:
+        assert header is not None
+        assert (header.sr, header.channels, header.frames, header.subtype) == _libsndfile_facts(path)
+    info = probe(path)
+    assert (info.sr, info.channels, info.frames, info.subtype) == _libsndfile_facts(path)
+    assert info.format == "wav"
+
+
+def test_python_wav_header_odd_layouts(tmp_path):
+    src = write(tmp_path / "src.wav", noise(0.1, 8000, channels=2), 8000)
+    data = src.read_bytes()
+    fmt_and_riff, body = data[:36], data[36:]  # 'data' chunk starts at 36 in soundfile's output
+    assert body[:4] == b"data"
+    # An odd-sized LIST chunk (padded) before data, and a chunk after data.
+    odd = b"LIST" + (5).to_bytes(4, "little") + b"abcde" + b"\0"
+    after = b"junk" + (4).to_bytes(4, "little") + b"1234"
+    big = b"bext" + (10_001).to_bytes(4, "little") + b"x" * 10_001 + b"\0"  # past the first read
+    cases = {
+        "list_before.wav": fmt_and_riff + odd + body,
+        "big_chunk_before.wav": fmt_and_riff + big + body,
+        "chunk_after.wav": fmt_and_riff + body + after,
+        "cut_mid_frame.wav": data[: 44 + 4 * 100 + 3],  # 100 frames and 3 stray bytes
+    }
+    for name, blob in cases.items():
+        path = tmp_path / name
+        path.write_bytes(blob)
+        header = read_wav_header(path)
+        assert header is not None, name
+        assert (header.sr, header.channels, header.frames, header.subtype) == _libsndfile_facts(path), name
+    assert read_wav_header(tmp_path / "cut_mid_frame.wav").frames == 100
+    # Not RIFF/WAVE at all: the caller falls back to libsndfile.
+    (tmp_path / "flac_named.wav").write_bytes(write(tmp_path / "y.flac", sine(0.1, 8000), 8000).read_bytes())
+    assert read_wav_header(tmp_path / "flac_named.wav") is None
+    assert probe(tmp_path / "flac_named.wav").format == "flac"
