@@ -6,7 +6,8 @@ output, so a misbehaving plugin is named instead of corrupting the dataset.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,20 +68,35 @@ class Chain:
         if x.ndim != 2 or x.shape[0] < 1:
             raise ValueError(f"audio must be [channels, n], got shape {x.shape}")
         channels = x.shape[0]
-        for step in self.steps:
+        for run, plugin, name in self._passes():
             try:
-                y = step.augmenter.apply(np.ascontiguousarray(x), sr, **step.params)
+                y = run(np.ascontiguousarray(x), sr)
             except AugmentError:
                 raise
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [""])[0]
-                raise AugmentError(step.plugin, step.name, f"raised {type(exc).__name__}: {first}") from exc
-            x = _checked(y, channels, step)
+                raise AugmentError(plugin, name, f"raised {type(exc).__name__}: {first}") from exc
+            x = _checked(y, channels, plugin, name)
         if peak_ceiling is not None and x.size:
             peak = float(np.max(np.abs(x)))
             if peak > peak_ceiling:
                 x = x * np.float32(peak_ceiling / peak)
         return x
+
+    def _passes(self) -> Iterator[tuple[Callable[[np.ndarray, int], np.ndarray], str, str]]:
+        """(function, plugin, name) per processing pass: adjacent steps that
+        agree to fuse (:meth:`Augmenter.fuse`) become one pass."""
+        i = 0
+        while i < len(self.steps):
+            step = self.steps[i]
+            nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
+            fused = nxt and step.augmenter.fuse(step.params, nxt.augmenter, nxt.params)
+            if fused and nxt is not None:
+                yield fused, f"{step.plugin}+{nxt.plugin}", f"{step.name}+{nxt.name}"
+                i += 2
+            else:
+                yield partial(_call, step.augmenter, step.params), step.plugin, step.name
+                i += 1
 
     def to_record(self) -> list[dict[str, Any]]:
         """JSON-able ``[{"name", "plugin", "params"}, ...]`` (exact floats: JSON round-trips them)."""
@@ -105,9 +121,13 @@ class Chain:
         return cls(steps)
 
 
-def _checked(y: Any, channels: int, step: ChainStep) -> np.ndarray:
+def _call(augmenter: Augmenter, params: dict[str, Value], audio: np.ndarray, sr: int) -> np.ndarray:
+    return augmenter.apply(audio, sr, **params)
+
+
+def _checked(y: Any, channels: int, plugin: str, name: str) -> np.ndarray:
     def fail(reason: str) -> AugmentError:
-        return AugmentError(step.plugin, step.name, reason)
+        return AugmentError(plugin, name, reason)
 
     if not isinstance(y, np.ndarray):
         raise fail(f"returned {type(y).__name__}, expected a numpy array")

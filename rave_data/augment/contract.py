@@ -16,7 +16,7 @@ to the manifest as ``{name, plugin, params}`` and replayed exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
@@ -185,6 +185,16 @@ class Augmenter:
     def apply(self, audio: np.ndarray, sr: int, **params: Any) -> np.ndarray:
         """``audio`` [channels, n] float32 -> [channels, m] float32."""
         raise NotImplementedError
+
+    def fuse(self, params: Mapping[str, Any], other: Augmenter,
+             other_params: Mapping[str, Any]) -> Callable[[np.ndarray, int], np.ndarray] | None:
+        """Optional: one function doing this step then ``other`` in a single pass.
+
+        Return None (the default) to run the steps one after the other. A chain
+        fuses the same adjacent steps every time it is applied, so fusion never
+        changes what a recorded chain replays to.
+        """
+        return None
 
 
 def validate_class(cls: Any) -> None:

@@ -57,6 +57,21 @@ def test_time_stretch_changes_length_not_pitch():
     assert abs(spectrum_peak_hz(y[:, SR // 8 : -SR // 8], SR) - 440.0) < 10.0
 
 
+@pytest.mark.parametrize("engine", ["signalsmith", "rubberband"])
+def test_pitch_and_stretch_fuse_into_one_pass(engine):
+    x = sine(1.0, SR, 440.0)
+    reg = get_registry()
+    steps = [reg.get(n) for n in ("pitch_shift", "time_stretch")]
+    params = [{"semitones": 12.0, "engine": engine}, {"rate": 1.25, "engine": engine}]
+    chain = Chain([ChainStep(e.cls(), e.plugin, p) for e, p in zip(steps, params)])
+    [(_, plugin, name)] = list(chain._passes())
+    assert (plugin, name) == ("builtin.pitch+builtin.stretch", "pitch_shift+time_stretch")
+    y = chain.apply(x, SR)
+    assert abs(y.shape[1] - SR / 1.25) < SR * 0.02
+    assert abs(spectrum_peak_hz(y[:, SR // 8 : -SR // 8], SR) - 880.0) < 15.0
+    assert np.array_equal(y, chain.apply(x, SR))
+
+
 def test_compress_reduces_dynamic_range_at_the_same_peak():
     x = concat(sine(0.5, SR, 200.0, amp=0.9), sine(0.5, SR, 200.0, amp=0.05))
     y = one("compress", threshold_db=-30.0, ratio=8.0, attack_ms=1.0, release_ms=50.0).apply(x, SR)

@@ -190,7 +190,7 @@ def test_plugins_command_lists_everything_as_json_and_text(tmp_path):
     by_name = {a["name"]: a for a in data["augmenters"]}
     pitch = by_name["pitch_shift"]
     assert pitch["plugin"] == "builtin.pitch" and pitch["package"] == "ravedata" and pitch["version"]
-    [semitones] = pitch["params"]
+    semitones = next(p for p in pitch["params"] if p["name"] == "semitones")
     assert semitones["default"] == [-2.0, 2.0] and semitones["min"] == -24.0 and semitones["max"] == 24.0
     assert by_name["room"]["package"] == "ravedata-roomverb"
     assert data["errors"] == [{"plugin": "broken", "package": "ravedata-broken 0.2", "reason": "ImportError: needs libfoo"}]
