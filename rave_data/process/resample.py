@@ -41,6 +41,39 @@ BETA = 10.0
 _MIN_OUT_CHANNELS = 32
 
 
+#: Largest kernel (floats) built for one ratio: 16 MB. Beyond it the ratio is approximated.
+MAX_KERNEL = 1 << 22
+
+
+def _kernel_floats(orig: int, new: int, lowpass_filter_width: int, rolloff: float) -> int:
+    width = math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
+    return new * (orig + 2 * width)
+
+
+def reduced_ratio(sr_in: int, sr_out: int, lowpass_filter_width: int = LOWPASS_FILTER_WIDTH,
+                  rolloff: float = ROLLOFF) -> tuple[int, int]:
+    """(orig, new): the conversion ratio ``sr_out / sr_in`` as the kernel uses it.
+
+    Normally the ratio reduced by the gcd (44100 -> 48000: 147, 160). Rates
+    with a tiny gcd (22254 -> 48000: 11127, 24000) would need a kernel of
+    ``new x orig`` taps - a gigabyte. Then the closest ratio at or below the
+    true one whose kernel fits in :data:`MAX_KERNEL` is used instead (relative
+    error about 1e-6, a pitch change no one hears); being at or below, the
+    stream never outruns the exact length, and the few missing frames at the
+    end are silence.
+    """
+    g = math.gcd(sr_in, sr_out)
+    orig, new = sr_in // g, sr_out // g
+    if _kernel_floats(orig, new, lowpass_filter_width, rolloff) <= MAX_KERNEL:
+        return orig, new
+    best_orig, best_new = 1, 0
+    for q in range(1, 4097):
+        p = sr_out * q // sr_in  # p / q <= sr_out / sr_in
+        if p and p * best_orig > best_new * q and _kernel_floats(q, p, lowpass_filter_width, rolloff) <= MAX_KERNEL:
+            best_orig, best_new = q, p
+    return best_orig, best_new
+
+
 def out_frames(n_in: int, sr_in: int, sr_out: int) -> int:
     """Output length for ``n_in`` input frames: round(n_in * sr_out / sr_in), halves up."""
     return (2 * n_in * sr_out + sr_in) // (2 * sr_in)
@@ -67,8 +100,7 @@ class StreamResampler:
         if sr_in <= 0 or sr_out <= 0:
             raise ValueError(f"sample rates must be positive, got {sr_in} -> {sr_out}")
         self.sr_in, self.sr_out, self.channels = int(sr_in), int(sr_out), int(channels)
-        g = math.gcd(self.sr_in, self.sr_out)
-        self._orig, self._new = self.sr_in // g, self.sr_out // g
+        self._orig, self._new = reduced_ratio(self.sr_in, self.sr_out, lowpass_filter_width, rolloff)
         self._in_total = 0
         self._out_total = 0
         self._flushed = False
@@ -79,8 +111,8 @@ class StreamResampler:
             import torchaudio
 
             rs = torchaudio.transforms.Resample(
-                self.sr_in,
-                self.sr_out,
+                self._orig,  # the kernel depends on the reduced ratio only
+                self._new,
                 resampling_method="sinc_interp_kaiser",
                 lowpass_filter_width=lowpass_filter_width,
                 rolloff=rolloff,
@@ -166,6 +198,8 @@ class StreamResampler:
         out = self._run(np.concatenate([self._buf, pad], axis=1))
         self._buf = np.zeros((self.channels, 0), np.float32)
         out = out[:, :want]
+        if out.shape[1] < want:  # an approximated ratio (see reduced_ratio) ends a few frames short
+            out = np.concatenate([out, np.zeros((self.channels, want - out.shape[1]), np.float32)], axis=1)
         self._out_total += out.shape[1]
         return out
 

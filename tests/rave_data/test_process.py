@@ -9,7 +9,7 @@ import pytest
 from rave_data.process.channels import to_channels
 from rave_data.process.loudness import LoudnessMeter, PeakMeter, k_weighting
 from rave_data.process.normalize import normalize_gain
-from rave_data.process.resample import StreamResampler, out_frames, resample
+from rave_data.process.resample import StreamResampler, out_frames, reduced_ratio, resample
 from rave_data.process.trim import SilenceTrimmer
 from tests.audio import concat, noise, silence, sine
 
@@ -84,6 +84,19 @@ def test_exact_length_for_tiny_inputs(n: int) -> None:
     rs = StreamResampler(44100, 48000, 1)
     y = stream(rs, np.ones((1, n), np.float32), [5])
     assert y.shape == (1, (2 * n * 48000 + 44100) // (2 * 44100))
+
+
+def test_odd_rate_uses_bounded_kernel_and_keeps_length() -> None:
+    # gcd(22254, 48000) = 6: the exact kernel would be 24000 x 11000 taps (1 GB).
+    orig, new = reduced_ratio(22254, 48000)
+    assert orig * new < 1e6 and abs((new / orig) / (48000 / 22254) - 1) < 1e-5 and new / orig <= 48000 / 22254
+    x = sine(2.0, 22254, 1000, amp=0.5)
+    whole = resample(x, 22254, 48000)
+    assert whole.shape[1] == out_frames(x.shape[1], 22254, 48000)
+    ref = sine(2.0, 48000, 1000, amp=0.5)[:, : whole.shape[1]]
+    assert np.max(np.abs(whole[:, 2000:-2000] - ref[:, 2000:-2000])) < 0.01
+    got = stream(StreamResampler(22254, 48000, 1), x, [1000, 4321])
+    assert got.shape == whole.shape and np.max(np.abs(got - whole)) < 1e-5
 
 
 def test_same_rate_is_passthrough() -> None:
