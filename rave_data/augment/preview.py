@@ -52,13 +52,15 @@ def read_excerpt(path: Path, start: float, seconds: float) -> tuple[np.ndarray, 
 
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    """Float WAV (no clipping, exact) written to a temp name then renamed."""
+    """24-bit WAV written to a temp name then renamed. Not float: libsndfile
+    stamps float WAVs with a PEAK chunk holding the time, so identical audio
+    would give different files; the chain keeps peaks below full scale anyway."""
     import soundfile as sf
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        sf.write(tmp, np.ascontiguousarray(audio.T), sr, subtype="FLOAT", format="WAV")
+        sf.write(tmp, np.ascontiguousarray(audio.T), sr, subtype="PCM_24", format="WAV")
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -70,8 +72,9 @@ def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed:
     """Write ``n`` variants of ``path`` (``<stem>.augNN.wav``), ``<stem>.preview.png``
     (original on top, then each variant) and ``<stem>.preview.json`` (the chains).
 
-    Variants use the same :func:`variant_rng` as ``prep`` (source id = file name),
-    so ``prep --seed S`` gives the first file the chains seen here.
+    Variants use the same :func:`variant_rng` as ``prep`` with the file name as
+    source id, so for a file at the top of ``in/``, ``prep --seed S`` draws the
+    same chains as ``preview --seed S`` (prep names sources by their path in in/).
     Raises DecodeError for an unreadable file, ValueError for an empty excerpt,
     AugmentError when an augmenter misbehaves.
     """

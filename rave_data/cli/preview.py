@@ -26,7 +26,7 @@ def preview(
     start: float = typer.Option(0.0, "--start", min=0.0, help="Excerpt start, in seconds."),
     seconds: float = typer.Option(20.0, "--seconds", min=0.0, help="Excerpt length in seconds (0 = whole file)."),
 ) -> None:
-    """Write N augmented versions of FILE (<stem>.augNN.wav, 32-bit float), a
+    """Write N augmented versions of FILE (<stem>.augNN.wav, 24-bit), a
     spectrogram image (<stem>.preview.png: the original on top, then each
     version in order) and the chains applied (<stem>.preview.json)."""
     from rave_data.audioinfo import DecodeError
