@@ -291,7 +291,7 @@ def prepare_mm(module: nn.Module) -> None:
     """Inference only: switch every convolution of ``module`` to the matmul kernels
     (``conv1d_mm``, ``conv_transpose1d_mm``); outputs are unchanged up to rounding."""
     for m in module.modules():
-        if m is not module and callable(getattr(m, "prepare_mm", None)):
+        if callable(getattr(m, "prepare_mm", None)):
             m.prepare_mm()
 
 
