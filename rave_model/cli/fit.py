@@ -21,6 +21,7 @@ def fit_command(
     augment_config: Path = typer.Option(None, "--augment-config", help="rave_data augmentation plan (TOML) applied online to training crops."),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set train.batch_size=4 (repeatable)."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop (with a checkpoint) after this many steps of this call; run again to continue."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train with N processes on this machine (DDP: one GPU each with NCCL, or gloo on CPUs); --set train.batch_size is per process. Under torchrun leave it out."),
 ) -> None:
     """Train all stages (VAE, adversarial, then any registered later stage) in
     order; running the same command again resumes where it stopped."""
@@ -31,16 +32,28 @@ def fit_command(
         run = Path("runs") / f"{dataset.resolve().name}-{Path(preset).stem}"
     if augment_config is not None and not augment_config.is_file():
         _fail(f"{augment_config}: no such augmentation plan")
+    if nproc > 1:
+        import sys
+
+        from rave_model.train.launch import relaunch
+
+        raise typer.Exit(relaunch(nproc, sys.argv))
+    from rave_model.train.distributed import ranks_from_env, worker_errors
+
+    expected = (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, FileNotFoundError)
     try:
-        result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
-    except (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, FileNotFoundError) as exc:
+        # Records a failure for the --nproc launcher (or torchrun) to name its rank.
+        with worker_errors(expected):
+            result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
+    except expected as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         typer.echo("interrupted; the last checkpoint is kept", err=True)
         raise typer.Exit(130) from None
     if result.stopped:
         raise typer.Exit(130 if result.interrupted else 0)
-    typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
+    if ranks_from_env()[0] == 0:
+        typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
 
 
 def _fail(message: str) -> None:

@@ -82,7 +82,9 @@ class AdversarialStage(Stage):
         y, losses = self.recon(batch, frozen_encoder=True)
         # The discriminator only scores here; its parameters get no update.
         self.discriminator.requires_grad_(False)
-        real, fake = _split(self.disc(torch.cat([batch, y], 0)), n)
+        # The plain module, not the DDP wrapper: no gradient of it is wanted here,
+        # and a DDP forward would wait for gradients that never come.
+        real, fake = _split(self.discriminator(torch.cat([batch, y], 0)), n)
         self.discriminator.requires_grad_(True)
         adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
         loss = losses["multiband"] + losses["fullband"] + adv["adv"] + float(tc.feature_matching) * adv["feature_matching"]

@@ -40,6 +40,8 @@ T = TypeVar("T")
 # Set by rave_model.train.launch for the processes it starts (never by torchrun).
 STORE_ENV = "RAVE_DIST_STORE"
 ERROR_DIR_ENV = "RAVE_DIST_ERROR_DIR"
+# A debugging aid: every rank saves its final state there (see dump_state).
+DUMP_ENV = "RAVE_DIST_DUMP"
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,7 @@ def broadcast_module(module: "torch.nn.Module", src: int = 0) -> None:
                 t.data.copy_(tmp)
 
 
-def wrap_model(module: "torch.nn.Module", find_unused_parameters: bool = False) -> "torch.nn.Module":
+def wrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
     """``module`` in DistributedDataParallel when there are several processes.
 
     DDP copies rank 0's parameters and buffers to every rank when it wraps, and
@@ -311,7 +313,15 @@ def wrap_model(module: "torch.nn.Module", find_unused_parameters: bool = False) 
     same optimizer step and the weights stay identical. Only parameters that need a
     gradient at wrapping time are synchronised, so freeze first, then wrap. Call the
     wrapper's ``forward`` once per backward (wrap a module whose forward computes the
-    loss when a step calls several sub-modules).
+    loss when a step calls several sub-modules), and call the plain module where no
+    gradient is wanted.
+
+    ``static_graph``: RAVE has parameters a stage does not use (the v1 noise branch
+    sits idle through stage 1), which plain DDP would wait for forever. A static graph
+    lets DDP find them in the first step and skip them from then on, where
+    ``find_unused_parameters`` would walk the autograd graph at every step (and warn
+    when a model uses all of them). Each stage wraps its own module, so each graph is
+    fixed for the life of its wrapper.
     """
     if not _group_active():
         return module
@@ -321,7 +331,7 @@ def wrap_model(module: "torch.nn.Module", find_unused_parameters: bool = False) 
         return module  # nothing to synchronise (e.g. a frozen model used for inference)
     dev = _CURRENT.device
     ids = [int(dev.split(":")[1])] if dev.startswith("cuda:") else None
-    return DDP(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+    return DDP(module, device_ids=ids, static_graph=True)
 
 
 def unwrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
@@ -329,6 +339,24 @@ def unwrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return module.module if isinstance(module, DDP) else module
+
+
+def dump_state(model: "torch.nn.Module", stage: Any = None, tag: str = "final") -> None:
+    """With ``RAVE_DIST_DUMP=DIR`` set, save this rank's model and stage state (the
+    discriminator, the prior, the optimizers) to ``DIR/<tag>.rank<R>.pt``.
+
+    A test and debugging aid: after a distributed run every rank's file must hold the
+    same values as rank 0's checkpoint. Without the variable it does nothing.
+    """
+    folder = os.environ.get(DUMP_ENV)
+    if not folder:
+        return
+    import torch
+
+    state = {"model": model.state_dict(), "stage": stage.state_dict() if stage is not None else {}}
+    path = Path(folder) / f"{tag}.rank{_own_rank()}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
 
 
 def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_size: int) -> int:

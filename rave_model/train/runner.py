@@ -170,11 +170,18 @@ def fit(
     meant for the user.
     """
     from rave_model.data import TrainData, load_augment_plan
+    from rave_model.train import distributed
 
     run_dir = Path(run_dir)
+    # One of several processes (torchrun or --nproc): join the group first; its
+    # rank and device come from the environment (see rave_model.train.distributed).
+    group = distributed.setup(device) if distributed.launched() else None
+    if group is not None:
+        rank, world_size = group.rank, group.world_size
     # Everything that can refuse the job runs first (and before torch is
     # imported by the model), so a mistake costs a second, not a start-up.
-    cfg, ckpt = resolve_config(run_dir, preset, overrides)
+    # Rank 0 alone reads the run folder (on a cluster it may be on its machine only).
+    cfg, ckpt = distributed.main_computes(lambda: resolve_config(run_dir, preset, overrides))
     data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
     data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(cfg.hop_length))
     import torch
@@ -182,7 +189,7 @@ def fit(
     from rave_model.model import RAVE, count_parameters
     from rave_model.train.logging import TrainLogger
 
-    dev = pick_device(device)
+    dev = torch.device(group.device) if group is not None else pick_device(device)
     is_main = rank == 0
     torch.manual_seed(int(cfg.train.seed))
     model = RAVE(cfg)
@@ -191,7 +198,8 @@ def fit(
     model.to(dev)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = logger or TrainLogger(run_dir, enabled=is_main, console=console)
-    ctx = TrainContext(cfg=cfg, model=model, device=dev, run_dir=run_dir, data=data, logger=log, rank=rank, world_size=world_size, is_main=is_main)
+    ctx = TrainContext(cfg=cfg, model=model, device=dev, run_dir=run_dir, data=data, logger=log, rank=rank, world_size=world_size, is_main=is_main,
+                       wrap=distributed.wrap_model)
     ctx.info.update((ckpt or {}).get("info", {}))
 
     counts = count_parameters(model)
@@ -204,7 +212,10 @@ def fit(
 
     result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])))
     position = DataPosition.from_dict((ckpt or {}).get("data"))
-    taken = 0
+    # A checkpoint of N processes resumes with M: the same point of the epoch.
+    saved_world = int(((ckpt or {}).get("data") or {}).get("world_size", world_size))
+    position.offset = distributed.rescale_offset(position.offset, saved_world, world_size, data.batch_size)
+    taken, stage = 0, None
     try:
         with _StopFlag() as stop:
             for index, name in enumerate(STAGES):
@@ -231,7 +242,9 @@ def fit(
                 batches = stage.batches(position)
                 while step < total:
                     batch, next_position = next(batches)
-                    losses = stage.train_step(batch, step)
+                    # The mean over the ranks: what the whole batch did, and a
+                    # non-finite loss on one rank stops every rank at this step.
+                    losses = distributed.reduce_mean(stage.train_step(batch, step))
                     _check_finite(name, step + 1, losses, run_dir)
                     step, position, taken = step + 1, next_position, taken + 1
                     result.history.append((name, step, losses))
@@ -239,7 +252,7 @@ def fit(
                     if is_main and step % int(cfg.train.log_every) == 0:
                         log.scalars(name, losses, step)
                     if step % int(cfg.train.val_every) == 0 or step == total:
-                        metrics = stage.validate()
+                        metrics = stage.validate() if is_main else {}
                         if metrics and is_main:
                             log.scalars(f"{name}/validation", metrics, step)
                             stage.log_media(step)
@@ -249,14 +262,18 @@ def fit(
                                 result.checkpoint = save("best")
                     if is_main and step % int(cfg.train.ckpt_every) == 0:
                         result.checkpoint = save()
-                    if stop.requested or (stop_after is not None and taken >= stop_after):
+                    # Agreed by all ranks, so they leave at the same step.
+                    if distributed.any_rank(stop.requested or (stop_after is not None and taken >= stop_after)):
                         result.checkpoint = save() if is_main else None
                         result.stopped, result.interrupted = True, stop.requested
                         log.end_stage()
                         log.info(f"stopped at {name} step {step}/{total}; checkpoint saved. Run the same command to resume.")
                         return result
                 log.end_stage()
-                info = stage.on_complete()
+                # Rank 0 alone (e.g. the latent PCA), then its model state to all.
+                info = distributed.main_computes(stage.on_complete)
+                distributed.broadcast_module(model)
+                distributed.dump_state(model, stage, name)
                 if info:
                     ctx.info[name] = info
                 result.done.append(name)
@@ -266,6 +283,10 @@ def fit(
                 del batches
     finally:
         log.close()
+        # Test/debug aid (RAVE_DIST_DUMP=DIR): every rank's final state, to compare.
+        distributed.dump_state(model, stage, "final")
+        if group is not None:
+            distributed.teardown()
     return result
 
 
@@ -298,7 +319,7 @@ def _save(ctx: TrainContext, stage: Stage, name: str, step: int, done: list[str]
         "done": list(done),
         "model": ctx.model.state_dict(),
         "stage_state": stage.state_dict(),
-        "data": position.to_dict(),
+        "data": {**position.to_dict(), "world_size": ctx.world_size},
         "rng": ckpt_io.rng_state(),
         "best": best,
         "info": dict(ctx.info),

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -222,3 +225,72 @@ def test_workers_do_not_relaunch_and_torchrun_refuses_nproc(monkeypatch: pytest.
     monkeypatch.setenv("RANK", "0")
     assert relaunch(2, ["ravemodel", *argv], said.append) == 1
     assert said and "under torchrun leave it out" in said[0]
+
+
+# --- the real `ravemodel fit --nproc 2` -----------------------------------------------
+
+# tiny preset, a few steps of every stage (vae 2, adversarial 2, prior 3).
+FIT_SETS = ["train.vae_steps=2", "train.adversarial_steps=2", "prior.steps=3", "train.val_every=2", "train.ckpt_every=2"]
+
+
+def _assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Nested state dicts hold bitwise equal tensors."""
+    import torch
+
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where} differs between ranks"
+    else:
+        assert a == b, where
+
+
+def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_resumes_alone(
+    tmp_path: Path, bin_dir: Path
+) -> None:
+    import torch
+
+    from rave_model.train import checkpoint as ckpt_io
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    ds = write_dataset(tmp_path / "ds", tiny_examples(12))
+    run, dump = tmp_path / "run", tmp_path / "dump"
+    sets = [a for s in FIT_SETS for a in ("--set", s)]
+    cmd = [str(bin_dir / "ravemodel"), "fit", str(ds), "--preset", "tiny", "--run", str(run), "--device", "cpu", *sets]
+    env = {**os.environ, "RAVE_DIST_DUMP": str(dump)}
+
+    # Two processes: the whole VAE and adversarial stages, then 1 of the prior's 3 steps.
+    first = subprocess.run([*cmd, "--nproc", "2", "--max-steps", "5"], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.count("stopped at prior step 1/3") == 1, first.stderr  # rank 0 alone logs
+    for tag in ("vae", "adversarial", "final"):
+        r0 = torch.load(dump / f"{tag}.rank0.pt", weights_only=False)
+        r1 = torch.load(dump / f"{tag}.rank1.pt", weights_only=False)
+        # The ranks read different examples; only synchronised gradients keep the
+        # model, the discriminator, the prior and every optimizer state equal.
+        _assert_same(r0, r1, tag)
+    adversarial = torch.load(dump / "adversarial.rank1.pt", weights_only=False)
+    assert adversarial["stage"]["discriminator"], "the discriminator was compared"
+    final1 = torch.load(dump / "final.rank1.pt", weights_only=False)
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert (ckpt["stage"], ckpt["step"], ckpt["done"]) == ("prior", 1, ["vae", "adversarial"])
+    assert ckpt["data"]["world_size"] == 2
+    # Rank 0's checkpoint holds what rank 1 holds.
+    _assert_same(ckpt["model"], final1["model"], "model")
+    _assert_same(ckpt["stage_state"]["prior"], final1["stage"]["prior"], "prior")
+    # Only rank 0 wrote TensorBoard events.
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+    # One process resumes the checkpoint of two and finishes the prior.
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and "stage prior, step 1" in second.stderr
+    assert "training complete: vae, adversarial, prior" in second.stdout
+    done = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert done["done"] == ["vae", "adversarial", "prior"] and done["data"]["world_size"] == 1
