@@ -21,11 +21,13 @@ functions that need them so that ``ravedata --help`` stays instant.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,9 +205,11 @@ class AudioSource:
 
         f = self._handle
         f.seek(0)
+        quiet = self.info.format == "mp3"
         while True:
             try:
-                data = f.read(block_frames, dtype="float32", always_2d=True)  # [n, channels]
+                with _native_stderr_silenced(quiet):
+                    data = f.read(block_frames, dtype="float32", always_2d=True)  # [n, channels]
             except sf.LibsndfileError as e:
                 raise DecodeError(
                     self.info.path, f"corrupt or truncated data after {f.tell() / self.info.sr:.2f} s ({e})"
@@ -294,7 +298,8 @@ def _open_soundfile(path: Path) -> AudioSource:
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(path))
+        with _native_stderr_silenced(_ext(path) == "mp3"):
+            f = sf.SoundFile(str(path))
     except Exception as e:  # LibsndfileError, or RuntimeError from older versions
         raise DecodeError(path, _clean_sf_error(e)) from None
     try:
@@ -329,9 +334,41 @@ def _mp3_exact_frames(path: Path) -> int | None:
 def _clean_sf_error(e: Exception) -> str:
     msg = str(e)
     # "Error opening '/long/path': Format not recognised." -> the reason only.
-    m = re.search(r":\s*([^:]+?)\.?$", msg)
+    m = re.search(r":\s*([^:]*?)\.?\s*$", msg)
     reason = m.group(1).strip() if m else msg
-    return reason or "not a readable audio file"
+    # libsndfile says this when its mp3 reader finds no frame; we know the
+    # path is a readable regular file by now, so the data is what is wrong.
+    if not reason or "does not exist" in reason:
+        return "unrecognised or corrupt data"
+    return reason
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(enabled: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration.
+
+    libmpg123 (inside libsndfile) prints notes about damaged mp3 frames
+    ("Note: Trying to resync...") straight to the process's stderr, over
+    ``prep``'s progress display; the damage itself reaches us as an error or
+    a short read, which is what we report.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to protect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _open_pedalboard(path: Path) -> AudioSource:

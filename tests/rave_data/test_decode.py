@@ -204,6 +204,15 @@ def test_text_file_named_flac(tmp_path: Path) -> None:
     expect_error(p, "not a readable audio file")
 
 
+def test_garbage_mp3_is_refused_quietly(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # libmpg123 would print "Note: Illegal Audio-MPEG-Header ..." over prep's display.
+    p = tmp_path / "noise.mp3"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    expect_error(p, "not a readable audio file")
+    out, err = capfd.readouterr()
+    assert "Note:" not in err and "Warning:" not in err, err
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_samples(tmp_path: Path, bad: float) -> None:
     x = signal(16000, seconds=3.0)
