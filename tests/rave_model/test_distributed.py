@@ -294,3 +294,29 @@ def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_res
     assert "training complete: vae, adversarial, prior" in second.stdout
     done = ckpt_io.load(run / "checkpoints" / "last.ckpt")
     assert done["done"] == ["vae", "adversarial", "prior"] and done["data"]["world_size"] == 1
+
+
+def test_the_same_command_runs_under_torchrun(tmp_path: Path, bin_dir: Path) -> None:
+    """torchrun sets the variables --nproc sets: the training code is the same."""
+    import torch
+
+    from rave_model.train import checkpoint as ckpt_io
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    ds = write_dataset(tmp_path / "ds", tiny_examples(12))
+    run, dump = tmp_path / "run", tmp_path / "dump"
+    sets = [a for s in FIT_SETS for a in ("--set", s)]
+    # `--` keeps torchrun from reading our options (it would take --run for its --run-path).
+    cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "rave_model", "--",
+           "fit", str(ds), "--preset", "tiny", "--run", str(run), "--device", "cpu", *sets, "--max-steps", "1"]
+    proc = subprocess.run(cmd, env={**os.environ, "RAVE_DIST_DUMP": str(dump)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("stopped at vae step 1/2") == 1, proc.stderr
+    r0, r1 = (torch.load(dump / f"final.rank{r}.pt", weights_only=False) for r in (0, 1))
+    # Stopped mid-stage: BatchNorm running statistics are each rank's own since the
+    # last forward (DDP copies rank 0's at the start of each forward and the runner
+    # at each stage end; rank 0's go into the checkpoint). Everything else is equal.
+    for r in (r0, r1):
+        r["model"] = {k: v for k, v in r["model"].items() if "running_" not in k}
+    _assert_same(r0, r1, "final")
+    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["data"]["world_size"] == 2
