@@ -24,10 +24,9 @@ from typing import Any
 from rave_data.audioinfo import AudioInfo, DecodeError
 from rave_data.discover import find_audio
 
-#: Threads for the files only ffprobe reads (m4a, aac, wma): each is a
-#: subprocess that mostly waits, so a few run side by side even on 2 cores.
-#: libsndfile headers are read in the calling thread: measured on 10,000
-#: WAVs, a pool was slower (GIL hand-offs cost more than the ~40 us reads).
+#: Threads reading headers. Mostly waiting (on the disk when headers are
+#: not cached, on ffprobe subprocesses for m4a/aac/wma), so more threads
+#: than cores pay off; beyond this, contention for the GIL does not.
 MAX_WORKERS = 8
 
 #: Histogram bin edges in seconds; the last bin is open-ended. Human-sized
@@ -242,8 +241,8 @@ def audit(
 
     Raises :class:`MissingPath` (before reading anything) when a path does
     not exist. Unreadable files never raise: they are listed with a reason.
-    ``workers`` threads run ffprobe for m4a/aac/wma (default: up to
-    :data:`MAX_WORKERS`); every other header is read in this thread.
+    ``workers`` threads read headers (default :data:`MAX_WORKERS`; 1 reads
+    them all in the calling thread).
     """
     roots = [Path(p) for p in paths] or [Path(".")]
     for root in roots:
@@ -254,18 +253,33 @@ def audit(
     from rave_data.probe import FFMPEG_ONLY
 
     if workers is None:
-        workers = min(MAX_WORKERS, 2 * (os.cpu_count() or 1))
-    # Indexes, not paths, as keys: hashing 10,000 Path objects costs more
-    # than reading their headers.
-    slow = [i for i, p in enumerate(found) if os.path.splitext(p.name)[1][1:].lower() in FFMPEG_ONLY]
-    probed: dict[int, AudioInfo | Unreadable] = {}
-    if slow and workers > 1:
+        workers = MAX_WORKERS
+    probed: list[AudioInfo | Unreadable | None] = [None] * len(found)
+
+    def probe_run(indexes: Sequence[int]) -> None:
+        for i in indexes:
+            probed[i] = _probe_one(found[i])
+
+    if workers <= 1:
+        probe_run(range(len(found)))
+    else:
+        slow = [i for i, p in enumerate(found) if os.path.splitext(p.name)[1][1:].lower() in FFMPEG_ONLY]
+        slow_set = set(slow)
+        fast = [i for i in range(len(found)) if i not in slow_set]
+        # Header reads go in a few contiguous runs, one per thread: cached
+        # headers cost the same as in one thread (no per-file hand-offs),
+        # and uncached ones overlap their waits on the disk instead of
+        # queueing one by one. Each ffprobe (a subprocess) is its own task.
+        size = -(-len(fast) // workers) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            probed = dict(zip(slow, pool.map(_probe_one, [found[i] for i in slow])))
-    for item in (probed[i] if i in probed else _probe_one(p) for i, p in enumerate(found)):
+            tasks = [pool.submit(probe_run, fast[k : k + size]) for k in range(0, len(fast), size)]
+            tasks += [pool.submit(probe_run, [i]) for i in slow]
+            for task in tasks:
+                task.result()
+    for item in probed:
         if isinstance(item, Unreadable):
             result.unreadable.append(item)
-        else:
+        elif item is not None:
             result.files.append(item)
 
     result.datasets = [read_dataset(d) for d in find_datasets(roots, recursive=recursive)]

@@ -92,14 +92,20 @@ def _probe_soundfile(path: Path) -> AudioInfo:
     fast = _libsndfile()
     if fast is None:
         return _probe_soundfile_wrapper(path)
-    snd, ffi, formats, subtypes = fast
+    snd, ffi, formats, subtypes, error_lock = fast
     info = ffi.new("SF_INFO*")
-    handle = snd.sf_open(os.fsencode(path), snd.SFM_READ, info)
+    name = os.fsencode(path)
+    handle = snd.sf_open(name, snd.SFM_READ, info)
     if handle == ffi.NULL:
-        # sf_error(NULL) is the error of the last failed open: read it at
-        # once. Audits open files from one thread, so nothing races it.
-        message = ffi.string(snd.sf_error_number(snd.sf_error(ffi.NULL))).decode(errors="replace")
-        raise DecodeError(path, _sf_reason(message))
+        # The reason of a failed open is process-global (sf_error(NULL)), so
+        # another thread's failure could overwrite it. Opening without a lock
+        # keeps the common case parallel; a failure (rare) is retried under
+        # soundfile's own error lock so the reason read is this file's.
+        with error_lock:
+            handle = snd.sf_open(name, snd.SFM_READ, info)
+            if handle == ffi.NULL:
+                message = ffi.string(snd.sf_error_number(snd.sf_error(ffi.NULL))).decode(errors="replace")
+                raise DecodeError(path, _sf_reason(message))
     snd.sf_close(handle)
     subtype = subtypes.get(info.format & 0x0000FFFF)
     return AudioInfo(
@@ -114,7 +120,7 @@ def _probe_soundfile(path: Path) -> AudioInfo:
 
 
 @functools.lru_cache(maxsize=1)
-def _libsndfile() -> tuple[Any, Any, dict[int, str], dict[int, str]] | None:
+def _libsndfile() -> tuple[Any, Any, dict[int, str], dict[int, str], Any] | None:
     """soundfile's cffi handles on libsndfile, or None if they moved.
 
     Why not ``soundfile.SoundFile``: an audit opens thousands of files and
@@ -130,10 +136,11 @@ def _libsndfile() -> tuple[Any, Any, dict[int, str], dict[int, str]] | None:
         snd, ffi = sf._snd, sf._ffi
         formats = {v: k for k, v in sf._formats.items()}
         subtypes = {v: k for k, v in sf._subtypes.items()}
+        error_lock = sf.SoundFile._sf_error_lock
         snd.sf_open, snd.sf_close, snd.sf_error, snd.sf_error_number, snd.SFM_READ  # noqa: B018
     except (ImportError, AttributeError):
         return None
-    return snd, ffi, formats, subtypes
+    return snd, ffi, formats, subtypes, error_lock
 
 
 def _probe_soundfile_wrapper(path: Path) -> AudioInfo:
