@@ -115,25 +115,47 @@ def unskew(s: torch.Tensor) -> torch.Tensor:
 class CausalConv1d(nn.Conv1d):
     """A Conv1d that only looks back. ``forward`` pads whole sequences with zeros
     (training); ``step`` continues from the inputs of the previous ``step`` call,
-    which gives the same outputs as one ``forward`` over the concatenation."""
+    which gives the same outputs as one ``forward`` over the concatenation.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> None:
+    Computed as a 1x1 convolution over the stacked kernel taps rather than a
+    dilated ``conv1d``: on CPU, dilated ``conv1d`` falls back to a per-element
+    kernel (``slow_conv_dilated2d``) that made one prior step many times
+    slower. The weights keep ``nn.Conv1d``'s layout ([out, in, kernel]).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1) -> None:
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.taps = kernel_size
+        self.spacing = dilation
         self.history = (kernel_size - 1) * dilation
         # [B, in_channels, history]; empty until the first step (batch unknown).
         self.register_buffer("cache", torch.zeros(0, in_channels, self.history), persistent=False)
 
+    def _causal(self, window: torch.Tensor, n: int) -> torch.Tensor:
+        """window [B, C_in, history + n] -> [B, C_out, n]."""
+        if self.taps > 1:
+            # Tap i of output j reads window[j + i * spacing]. Stack the taps next
+            # to their channel ([B, C, taps, n] -> [B, C * taps, n]) so the weight
+            # [out, C, taps] is used as the view [out, C * taps], never copied.
+            slices = [window[:, :, i * self.spacing : i * self.spacing + n] for i in range(self.taps)]
+            window = torch.stack(slices, 2).reshape(window.shape[0], -1, n)
+        # A 1x1 convolution is conv1d's fast path (no dilation, no unfolding).
+        return F.conv1d(window, self.weight.reshape(self.out_channels, -1, 1), self.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, T] -> [B, C_out, T], zero history."""
-        return self._conv_forward(F.pad(x, (self.history, 0)), self.weight, self.bias)
+        return self._causal(F.pad(x, (self.history, 0)), x.shape[-1])
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, T] -> [B, C_out, T], continuing the cached history."""
+        if self.history == 0:
+            return self._causal(x, x.shape[-1])
         if self.cache.shape[0] != x.shape[0]:
             self.cache = torch.zeros(x.shape[0], self.in_channels, self.history, dtype=x.dtype, device=x.device)
+        n = x.shape[-1]
         x = torch.cat([self.cache, x], -1)
         self.cache = x[..., x.shape[-1] - self.history :]
-        return self._conv_forward(x, self.weight, self.bias)
+        return self._causal(x, n)
 
     def reset(self) -> None:
         self.cache = torch.zeros(0, self.in_channels, self.history, dtype=self.weight.dtype, device=self.weight.device)
@@ -146,8 +168,8 @@ class GatedResidual(nn.Module):
     def __init__(self, hidden_size: int, skip_size: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
         self.dilated = CausalConv1d(hidden_size, 2 * hidden_size, kernel_size, dilation)
-        self.to_res = nn.Conv1d(hidden_size, hidden_size, 1)
-        self.to_skip = nn.Conv1d(hidden_size, skip_size, 1)
+        self.to_res = CausalConv1d(hidden_size, hidden_size)
+        self.to_skip = CausalConv1d(hidden_size, skip_size)
 
     def _gate(self, h: torch.Tensor, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = torch.chunk(h, 2, 1)
@@ -192,8 +214,8 @@ class LatentPrior(nn.Module):
         self.blocks = nn.ModuleList(
             GatedResidual(hidden_size, skip_size, kernel_size, 2 ** (i % cycle_size)) for i in range(n_layers)
         )
-        self.out_hidden = nn.Conv1d(skip_size, skip_size, 1)
-        self.out_logits = nn.Conv1d(skip_size, latent_size * resolution, 1)
+        self.out_hidden = CausalConv1d(skip_size, skip_size)
+        self.out_logits = CausalConv1d(skip_size, latent_size * resolution)
         # Frames of context one prediction sees (the input conv plus every block).
         self.receptive_field = (kernel_size - 1) * (1 + sum(2 ** (i % cycle_size) for i in range(n_layers))) + 1
 
