@@ -320,3 +320,19 @@ def test_the_same_command_runs_under_torchrun(tmp_path: Path, bin_dir: Path) -> 
         r["model"] = {k: v for k, v in r["model"].items() if "running_" not in k}
     _assert_same(r0, r1, "final")
     assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["data"]["world_size"] == 2
+
+
+def test_ravemodel_fit_nproc_reports_bad_input_once_naming_a_rank(tmp_path: Path, bin_dir: Path) -> None:
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    ds = write_dataset(tmp_path / "ds", tiny_examples(6))
+    run = tmp_path / "run"
+    cmd = [str(bin_dir / "ravemodel"), "fit", str(ds), "--preset", "tiny", "--run", str(run),
+           "--device", "cpu", "--nproc", "2", "--set", "train.batch_size=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    # 2 processes x 4 examples need 9: every rank refuses, the launcher says it once.
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("error: rank ") and "too small for batch size 4: need at least 9" in lines[0]
+    assert not run.exists()
