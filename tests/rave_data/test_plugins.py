@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -208,3 +209,19 @@ def test_plugins_command_never_imports_torch_or_pedalboard():
             "r = CliRunner().invoke(app, ['plugins']); assert r.exit_code == 0, r.output;"
             "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_roomverb_ships_on_its_own_as_a_wheel(tmp_path):
+    """plugins/ravedata-roomverb builds into a wheel declaring the ravedata entry point."""
+    import zipfile
+
+    pkg = shutil.copytree(ROOT / "plugins" / "ravedata-roomverb", tmp_path / "pkg",
+                          ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(tmp_path / "dist"), str(pkg)], check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "dist").glob("ravedata_roomverb-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        [eps] = [n for n in names if n.endswith("entry_points.txt")]
+        assert "[ravedata]\nroomverb = ravedata_roomverb.plugin" in z.read(eps).decode()
+    assert {"ravedata_roomverb/plugin.py", "ravedata_roomverb/impulse.py"} <= set(names)
