@@ -79,6 +79,8 @@ def _check_file(path: Path) -> None:
     # Only on the slow paths: the common case pays no extra stat().
     try:
         size = path.stat().st_size
+        with open(path, "rb"):  # surfaces "permission denied" and the like
+            pass
     except OSError as e:
         raise DecodeError(path, (e.strerror or str(e)).lower()) from None
     if size == 0:

@@ -45,6 +45,9 @@ def duration(
     except MissingPath as e:
         typer.echo(f"ravedata duration: error: {e}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("ravedata duration: interrupted", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         import json
 
@@ -90,7 +93,10 @@ def render(result: Audit, console: Console, by_folder: bool = False) -> None:
         extremes.add_column("", justify="left")
         extremes.add_column("duration", justify="right")
         extremes.add_column("file", justify="left", overflow="fold")
-        for label, files in (("shortest", result.shortest(3)), ("longest", result.longest(3))):
+        shortest = result.shortest(3)
+        # With few files the two lists overlap: show each file once.
+        longest = [f for f in result.longest(3) if f not in shortest]
+        for label, files in (("shortest", shortest), ("longest", longest)):
             for i, f in enumerate(files):
                 extremes.add_row(label if i == 0 else "", _precise(f.seconds), escape(str(f.path)))
         console.print(extremes)
@@ -125,7 +131,10 @@ def render(result: Audit, console: Console, by_folder: bool = False) -> None:
         if ds.lazy:
             console.print(f"  lazy: {ds.examples} source files referenced", markup=False)
         else:
-            per = f" of {ds.samples_per_example} samples" if ds.samples_per_example else ""
+            per = ""
+            if ds.samples_per_example:
+                each = f" ({ds.samples_per_example / ds.sr:.2f} s each)" if ds.sr else ""
+                per = f" of {ds.samples_per_example} samples{each}"
             console.print(f"  examples: {ds.examples}{per}", markup=False)
         console.print(f"  in the LMDB: {format_duration(ds.seconds)} at {rate}, {ch}", markup=False)
         if ds.original_seconds is not None:

@@ -187,6 +187,31 @@ def test_prepared_dataset_original_vs_augmentation(bin_dir, tmp_path):
     assert (ds["original_seconds"], ds["augmented_seconds"]) == (772.0, 37100.0)
 
 
+def test_on_real_prep_output_agrees_with_its_manifest(bin_dir, tmp_path):
+    write(tmp_path / "in" / "a.wav", sine(7.0, 16000), 16000)
+    out = tmp_path / "out"
+    prep = subprocess.run(
+        [str(bin_dir / "ravedata"), "prep", str(tmp_path / "in"), str(out), "--sr", "16000",
+         "--num-signal", "8192", "--augment"],
+        capture_output=True, text=True,
+    )
+    assert prep.returncode == 0, prep.stderr
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())
+
+    data = json.loads(run(bin_dir, str(out), "--json").stdout)
+    # Every output file prep lists is found once, with the length prep recorded.
+    assert data["found"] == data["readable"] == len(manifest)
+    assert data["total_seconds"] == pytest.approx(sum(m["seconds_out"] for m in manifest), abs=1e-3)
+    [ds] = data["datasets"]
+    assert ds["made_by"] == "ravedata"
+    assert (ds["examples"], ds["sr"], ds["channels"]) == (meta["n_examples"], 16000, 1)
+    assert ds["seconds"] == pytest.approx(meta["n_seconds"], abs=1e-3)
+    assert ds["original_seconds"] == pytest.approx(7.0, abs=1e-3)
+    augmented = sum(m["seconds_out"] for m in manifest if m["kind"] == "augmented")
+    assert augmented > 0 and ds["augmented_seconds"] == pytest.approx(augmented)
+
+
 def test_lazy_and_broken_datasets_are_reported(bin_dir, tmp_path):
     lazy = tmp_path / "lazy"
     entries = [AudioExample(metadata={"path": f"/music/{i}.wav", "length": str(60.5 * (i + 1)), "channels": "1"})
