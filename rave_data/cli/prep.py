@@ -107,6 +107,11 @@ def _check_plan(plan_text: str | None) -> None:
     from rave_data.augment import parse_plan
     from rave_data.augment.plan import default_plan_text
 
+    from rave_data.augment import get_registry
+
+    # A plugin that failed to load is named, even when the plan does not use it.
+    for err in get_registry().errors:
+        typer.echo(f"ravedata prep: warning: {err}", err=True)
     try:
         parse_plan(tomllib.loads(plan_text or default_plan_text()), source="--augment-config")
     except tomllib.TOMLDecodeError as exc:

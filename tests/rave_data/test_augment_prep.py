@@ -18,6 +18,7 @@ import soundfile as sf
 
 from rave_data.augment import Chain
 from tests.audio import clicks, concat, noise, sine, write
+from tests.rave_data.plugin_dists import make_dist
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -169,17 +170,19 @@ def test_first_party_plugin_is_used_by_prep_and_its_record_replays(src, tmp_path
 
 def test_a_misbehaving_plugin_costs_only_its_variants(src, tmp_path):
     site = tmp_path / "site"
-    (site / "rd_mono.py").parent.mkdir()
-    (site / "rd_mono.py").write_text(
-        "from rave_data import hookimpl\nfrom rave_data.augment import Augmenter\n"
-        "class Mono(Augmenter):\n    name = 'tomono'\n"
-        "    def apply(self, audio, sr):\n        return audio[:1] if audio.shape[1] > 30000 else audio\n"
-        "@hookimpl\ndef register_augmenters(register):\n    register(Mono)\n"
-    )
-    info = site / "rd_mono-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rd-mono\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[ravedata]\nmono = rd_mono\n")
+    make_dist(site, "rd-mono", "mono", "rd_mono", """
+        from rave_data import hookimpl
+        from rave_data.augment import Augmenter
+        class Mono(Augmenter):
+            name = "tomono"
+            def apply(self, audio, sr):
+                return audio[:1] if audio.shape[1] > 30000 else audio
+        @hookimpl
+        def register_augmenters(register):
+            register(Mono)
+    """, version="0.1")
+    # and a plugin that cannot even be imported: named, and the run goes on
+    make_dist(site, "rd-broken", "broken", "rd_broken", "import not_installed_anywhere\n", version="0.1")
     plan = tmp_path / "plan.toml"
     plan.write_text('[[steps]]\nname = "tomono"\n')
     out = tmp_path / "out"
@@ -188,6 +191,7 @@ def test_a_misbehaving_plugin_costs_only_its_variants(src, tmp_path):
                  "--augment-config", plan, "--seed", "1", env_extra={"PYTHONPATH": str(site)})
     assert r.returncode == 0, r.stderr
     assert "augmenter 'tomono' (plugin 'mono'): changed the channel count from 2 to 1" in r.stderr + r.stdout
+    assert "plugin 'broken' (rd-broken 0.1) disabled: ModuleNotFoundError" in r.stderr
     assert "Traceback" not in r.stderr
     rows = manifest(out)
     assert {m["source"] for m in rows if m["kind"] == "original"} == {"voice.wav", "sub/drums.flac", "tone.wav"}

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 from rave_data import hookspecs
 from rave_data.augment import Chain, get_registry, parse_plan
 from rave_data.plugins import BUILTIN_MODULES
+from tests.rave_data.plugin_dists import make_dist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,15 +42,6 @@ class Echo(Augmenter):
 def register_augmenters(register):
     register(Echo)
 '''
-
-
-def make_dist(where: Path, dist: str, ep_name: str, module: str, code: str) -> None:
-    """A minimal installed distribution: ``module.py`` + ``dist-0.2.dist-info``."""
-    (where / f"{module}.py").write_text(textwrap.dedent(code))
-    info = where / f"{dist.replace('-', '_')}-0.2.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.2\n")
-    (info / "entry_points.txt").write_text(f"[ravedata]\n{ep_name} = {module}\n")
 
 
 @pytest.fixture
