@@ -19,6 +19,8 @@ are multiples of the hop length).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -276,7 +278,48 @@ class Residual(nn.Module):
         return self.skip(x) + self.branch(x)
 
 
-_STATEFUL = (CachedPad1d, OverlapAdd, Delay)
+class FrameNoise(nn.Module):
+    """Deterministic uniform noise in [0, 1) that streams: a counter-based hash.
+
+    ``uniform(b, t, n)`` returns ``[b, t, n]`` values for the next ``t`` frames and
+    advances the frame counter, so ``t = 8`` once gives the same numbers as ``t = 4``
+    twice. Unlike ``torch.rand`` this does not depend on how other random draws are
+    interleaved between calls, which is what lets the exported model give identical
+    output for a signal in blocks and whole. Each batch item gets its own stream.
+    The hash is SplitMix64's finaliser on int64 tensors (wrapping multiplication).
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+        self.streaming = False
+        self.frame = torch.zeros(0, dtype=torch.long)
+
+    def reset(self) -> None:
+        self.frame = torch.zeros(0, dtype=torch.long)
+
+    def uniform(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:
+        start = 0
+        if self.streaming and self.frame.numel() == 1:
+            start = int(self.frame.item())
+        frames = torch.arange(start, start + t, device=device).view(1, t, 1)
+        items = torch.arange(b, device=device).view(b, 1, 1)
+        z = (items * (1 << 40) + frames * n + torch.arange(n, device=device).view(1, 1, n)) ^ self.seed
+        z = z * -7046029254386353131  # 0x9E3779B97F4A7C15
+        z = (z ^ ((z >> 30) & 0x3FFFFFFFF)) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+        z = (z ^ ((z >> 27) & 0x1FFFFFFFFF)) * -7723592293110705685  # 0x94D049BB133111EB
+        z = z ^ ((z >> 31) & 0x1FFFFFFFF)
+        if self.streaming:
+            self.frame = torch.tensor([start + t], dtype=torch.long)
+        return ((z >> 40) & 0xFFFFFF).float() / 16777216.0
+
+    def normal(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:
+        """Standard normal ``[b, t, n]`` (Box-Muller on two uniform draws per value)."""
+        u = self.uniform(b, t, 2 * n, device).view(b, t, n, 2)
+        return torch.sqrt(-2.0 * torch.log1p(-u[..., 0])) * torch.cos(2.0 * math.pi * u[..., 1])
+
+
+_STATEFUL = (CachedPad1d, OverlapAdd, Delay, FrameNoise)
 
 
 def set_streaming(module: nn.Module, streaming: bool) -> None:

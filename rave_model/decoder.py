@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from rave_model.blocks import DilatedUnit, ResidualLayer, lrelu, mod_sigmoid, upsample, wn
-from rave_model.cached_conv import Conv1d, Delay
+from rave_model.cached_conv import Conv1d, Delay, FrameNoise
 from rave_model.config import ModelConfig
 
 
@@ -24,7 +24,9 @@ class NoiseGenerator(nn.Module):
     domain by those gains (linearly interpolated over the FFT bins). Frames are
     independent, so this streams without state. The noise tensor is drawn with frames
     as its outer dimension, so for a batch of one a seeded run consumes random numbers
-    in the same order whether the signal comes whole or in blocks.
+    in the same order whether the signal comes whole or in blocks. The export sets
+    ``deterministic``: noise then comes from a counter-based hash (``FrameNoise``), so
+    block and whole processing match without any seeding.
     """
 
     def __init__(self, in_size: int, data_size: int, ratios: list[int], noise_bands: int, causal: bool) -> None:
@@ -52,13 +54,20 @@ class NoiseGenerator(nn.Module):
         interp[lo, cols] += 1 - frac
         interp[hi, cols] += frac
         self.register_buffer("interp", interp, persistent=False)
+        # Training draws from torch.rand; the export switches to the streaming-safe hash.
+        self.deterministic = False
+        self.frame_noise = FrameNoise(seed=0x5EED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gains = mod_sigmoid(self.net(x) - 5)  # [B, D * nb, F]
         b, f = gains.shape[0], gains.shape[-1]
         gains = gains.reshape(b, self.data_size, self.noise_bands, f).permute(0, 3, 1, 2)  # [B, F, D, nb]
         gains = gains @ self.interp  # [B, F, D, frame // 2 + 1]
-        noise = torch.rand(b, f, self.data_size, self.frame, dtype=x.dtype, device=x.device) * 2 - 1
+        if self.deterministic:
+            noise = self.frame_noise.uniform(b, f, self.data_size * self.frame, x.device)
+            noise = noise.view(b, f, self.data_size, self.frame).to(x.dtype) * 2 - 1
+        else:
+            noise = torch.rand(b, f, self.data_size, self.frame, dtype=x.dtype, device=x.device) * 2 - 1
         noise = torch.fft.irfft(torch.fft.rfft(noise) * gains, n=self.frame)  # [B, F, D, frame]
         return noise.permute(0, 2, 1, 3).reshape(b, self.data_size, f * self.frame)
 

@@ -11,7 +11,9 @@ inlets and outlets. Methods (``x`` audio ``[B, C, T]``, ``z`` latents ``[B, K, T
   dimensions that reach the requested fidelity (deterministic: the same audio gives
   the same latents).
 - ``decode(z) -> x``: the ``L - K`` missing dimensions are filled with standard normal
-  noise (as acids-rave does), the PCA is undone, then the decoder runs.
+  noise (as acids-rave does), the PCA is undone, then the decoder runs. All noise (this
+  fill and the decoder's noise branch) comes from a counter-based hash that streams, so
+  the output does not depend on torch's global random state.
 - ``forward(x) -> x``: ``decode(encode(x))``.
 - ``prior(temperature) -> z`` when the run has a trained prior (stage 3).
 
@@ -22,7 +24,7 @@ signal, so block-wise processing (what nn~ does) clicks at block edges.
 """
 from __future__ import annotations
 
-import math
+import warnings
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -30,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import prepare_mm
+from rave_model.cached_conv import FrameNoise, prepare_mm
 from rave_model.model import RAVE
 
 
@@ -65,6 +67,9 @@ class ExportedRAVE(nn.Module):
         self._declare("encode", [c, 1, k, hop], audio, latent)
         self._declare("decode", [k, hop, c, 1], latent, audio)
         self._declare("forward", [c, 1, c, 1], audio, audio)
+        # Fill noise for the cropped dimensions, drawn per frame so blocks equal whole.
+        self.fill_noise = FrameNoise(seed=0xF111)
+        self.fill_noise.streaming = streaming
         self.has_prior = prior is not None
         self.prior_module = prior if prior is not None else _NoPrior()
         if prior is not None:
@@ -112,7 +117,7 @@ class ExportedRAVE(nn.Module):
         z = z[:, : self.latent_size]
         missing = self.full_latent_size - z.shape[1]
         if missing > 0:
-            z = torch.cat([z, _frame_major_normal(b, missing, t, z)], 1)
+            z = torch.cat([z, self.fill_noise.normal(b, t, missing, z.device).to(z.dtype).transpose(1, 2)], 1)
         z = F.conv1d(z, self.latent_pca.t().unsqueeze(-1)) + self.latent_mean.unsqueeze(-1)
         return self.pqmf.inverse(self.decoder(z))
 
@@ -134,15 +139,6 @@ class _NoPrior(nn.Module):
         return torch.zeros(temperature.shape[0], 1, temperature.shape[-1], dtype=temperature.dtype)
 
 
-def _frame_major_normal(b: int, n: int, t: int, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal ``[b, n, t]`` drawn frame by frame (Box-Muller on uniforms), so
-    that for a batch of one a seeded whole-signal call and seeded block calls draw the
-    same numbers for the same frames."""
-    u = torch.rand(b, t, n, 2, dtype=like.dtype, device=like.device)
-    g = torch.sqrt(-2.0 * torch.log1p(-u[..., 0])) * torch.cos(2.0 * math.pi * u[..., 1])
-    return g.permute(0, 2, 1)
-
-
 def build_export(
     model: RAVE, fidelity: float = 0.95, streaming: bool = False, prior: Optional[nn.Module] = None
 ) -> torch.jit.ScriptModule:
@@ -159,19 +155,24 @@ def build_export(
     if not 0.0 < fidelity <= 1.0:
         raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
     model = model.folded().cpu().eval()
+    for m in model.modules():
+        if hasattr(m, "deterministic"):
+            m.deterministic = True
     if streaming:
         # Streaming calls see short blocks, where BLAS matmuls are several times faster
         # than oneDNN convolutions; long offline signals are faster with oneDNN.
         prepare_mm(model)
-    model.set_streaming(streaming)
+    model.set_streaming(streaming)  # after the noise switch: it also arms FrameNoise
     for p in model.parameters():
         p.requires_grad_(False)
     k = latent_dims(model.fidelity, fidelity)
     if prior is not None:
         prior = copy.deepcopy(prior).cpu().eval()
     module = ExportedRAVE(model, k, streaming, prior)
-    scripted = torch.jit.script(module)
-    return scripted
+    with warnings.catch_warnings():
+        # torch.jit.script is deprecated in favour of torch.export, which nn~ cannot load.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return torch.jit.script(module)
 
 
 def export_run(

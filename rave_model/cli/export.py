@@ -28,11 +28,8 @@ def export_cmd(
     if which not in ("last", "best"):
         typer.echo(f"ravemodel export: error: --checkpoint must be last or best, got {which!r}", err=True)
         raise typer.Exit(1)
-    import warnings
-
     from rave_model.export import export_run
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation notice
     try:
         path, info = export_run(run, output, fidelity=fidelity, streaming=streaming, which=which)
     except (ValueError, FileNotFoundError, OSError) as exc:
