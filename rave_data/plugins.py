@@ -64,7 +64,8 @@ def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
-def _reason(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: one line for a user, never a traceback."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -100,7 +101,7 @@ def load_plugins() -> LoadedPlugins:
             plugin = ep.load()
             _register(pm, plugin, ep.name)
         except Exception as exc:  # any import-time failure disables only this plugin
-            errors.append(PluginError(ep.name, f"{package} {version}", _reason(exc)))
+            errors.append(PluginError(ep.name, f"{package} {version}", error_line(exc)))
             continue
         plugins.append(PluginInfo(ep.name, package, version))
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rave_data.augment.contract import Augmenter, AugmentError, Value
+from rave_data.plugins import error_line
 
 #: Peak ceiling after the chain. Gain, EQ or reverb can push a normalised file
 #: past full scale; scaling the whole variant down keeps int16/24 outputs free
@@ -74,8 +75,7 @@ class Chain:
             except AugmentError:
                 raise
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0]
-                raise AugmentError(plugin, name, f"raised {type(exc).__name__}: {first}") from exc
+                raise AugmentError(plugin, name, f"raised {error_line(exc)}") from exc
             x = _checked(y, channels, plugin, name)
         if peak_ceiling is not None and x.size:
             peak = float(np.max(np.abs(x)))

@@ -58,7 +58,7 @@ class Param:
     log: bool = False
     doc: str = ""
 
-    def _check_value(self, v: Any) -> Value:
+    def check_value(self, v: Any) -> Value:
         kind = self.kind
         if kind is str:
             if not isinstance(v, str) or (self.choices and v not in self.choices):
@@ -92,16 +92,16 @@ class Param:
             if self.kind is str:
                 if not setting:
                     raise ValueError(f"{self.name}: empty list of choices")
-                return tuple(self._check_value(v) for v in setting)
+                return tuple(self.check_value(v) for v in setting)
             if self.kind is bool or len(setting) != 2:
                 raise ValueError(f"{self.name}: a range is written [low, high], got {list(setting)!r}")
-            lo, hi = (self._check_value(v) for v in setting)
+            lo, hi = (self.check_value(v) for v in setting)
             if lo > hi:  # type: ignore[operator]
                 raise ValueError(f"{self.name}: range [{lo}, {hi}] has low > high")
             if self.log and lo <= 0:  # type: ignore[operator]
                 raise ValueError(f"{self.name}: a log-scaled range must be positive")
             return (lo, hi)
-        return self._check_value(setting)
+        return self.check_value(setting)
 
     def sample(self, setting: Setting, rng: np.random.Generator) -> Value:
         """Draw one concrete value from a validated setting."""
@@ -175,7 +175,7 @@ class Augmenter:
         out: dict[str, Value] = {}
         for p in cls.params:
             if p.name in params:
-                out[p.name] = p._check_value(params[p.name])
+                out[p.name] = p.check_value(params[p.name])
             elif not isinstance(p.default, tuple):
                 out[p.name] = p.default
             else:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from rave_data.augment.contract import Augmenter, validate_class
-from rave_data.plugins import PluginError, PluginInfo, get_plugins
+from rave_data.plugins import PluginError, PluginInfo, error_line, get_plugins
 
 
 @dataclass(frozen=True)
@@ -59,41 +59,53 @@ class Registry:
         return msg
 
 
+class _Registrar:
+    """The ``register`` callback handed to one plugin's hook.
+
+    Entries are staged and only added once the whole hook succeeded, so a
+    plugin that fails half-way leaves nothing behind.
+    """
+
+    def __init__(self, reg: Registry, meta: PluginInfo) -> None:
+        self.reg, self.meta = reg, meta
+        self.staged: dict[str, Entry] = {}
+
+    def __call__(self, cls: Any) -> None:
+        validate_class(cls)
+        other = self.reg.augmenters.get(cls.name) or self.staged.get(cls.name)
+        if other is not None:
+            raise ValueError(
+                f"augmenter name {cls.name!r} is already registered by plugin {other.plugin!r} "
+                f"({other.package}); refused from plugin {self.meta.name!r} ({self.meta.package})"
+            )
+        self.staged[cls.name] = Entry(cls, self.meta.name, self.meta.package, self.meta.version)
+
+
 def build_registry(refresh: bool = False) -> Registry:
+    """Call every plugin's ``register_augmenters`` hook, each on its own."""
     loaded = get_plugins(refresh=refresh)
     reg = Registry(plugins=list(loaded.plugins), errors=list(loaded.errors))
     info = {p.name: p for p in loaded.plugins}
-    meta_unknown = PluginInfo("?", "?", "?")
+
+    def meta(plugin: str) -> PluginInfo:
+        return info.get(plugin) or PluginInfo(plugin, "?", "?")
+
     # Built-ins first, then plugins by name: a third party can never take a
     # built-in's name, and which duplicate is refused never depends on install order.
     impls = sorted(
         loaded.pm.hook.register_augmenters.get_hookimpls(),
-        key=lambda i: (not info.get(i.plugin_name, meta_unknown).builtin, i.plugin_name),
+        key=lambda i: (not meta(i.plugin_name).builtin, i.plugin_name),
     )
     for impl in impls:
-        plugin = impl.plugin_name
-        meta = info.get(plugin, PluginInfo(plugin, "?", "?"))
-        staged: dict[str, Entry] = {}
-
-        def register(cls: Any, _plugin: str = plugin, _meta: PluginInfo = meta,
-                     _staged: dict[str, Entry] = staged) -> None:
-            validate_class(cls)
-            other = reg.augmenters.get(cls.name) or _staged.get(cls.name)
-            if other is not None:
-                raise ValueError(
-                    f"augmenter name {cls.name!r} is already registered by plugin "
-                    f"{other.plugin!r} ({other.package}); refused from plugin {_plugin!r} ({_meta.package})"
-                )
-            _staged[cls.name] = Entry(cls, _plugin, _meta.package, _meta.version)
-
+        registrar = _Registrar(reg, meta(impl.plugin_name))
         try:
-            impl.function(register=register)
+            impl.function(register=registrar)
         except Exception as exc:  # a faulty plugin is disabled, never the whole registry
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            reg.errors.append(PluginError(plugin, f"{meta.package} {meta.version}", first))
-            reg.plugins = [p for p in reg.plugins if p.name != plugin]
+            m = registrar.meta
+            reg.errors.append(PluginError(m.name, f"{m.package} {m.version}", error_line(exc)))
+            reg.plugins = [p for p in reg.plugins if p.name != m.name]
             continue
-        reg.augmenters.update(staged)
+        reg.augmenters.update(registrar.staged)
     return reg
 
 
