@@ -24,6 +24,7 @@ priming: nn~'s prior takes only a temperature signal); its first
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +46,10 @@ def generate(
     temperature: float = 1.0,
     seed: int | None = None,
     prime: Path | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Audio [channels, n] at ``listener.sr``; see the module docstring."""
+    """Audio [channels, n] at ``listener.sr``; see the module docstring.
+    ``progress(done, total)`` follows the prior's steps."""
     import torch
 
     if seconds <= 0 or not math.isfinite(seconds):
@@ -65,9 +68,9 @@ def generate(
                 return _generate_scripted(listener, frames, temperature)[:, :n_out]
             raise ListenError(f"{listener.path}: this model has no trained prior (run `ravemodel fit` through stage 3)")
         if prime is None:
-            z = listener.prior.sample(frames, temperature=temperature)
+            z = listener.prior.sample(frames, temperature=temperature, progress=progress)
             return _decode(listener, z)[:, :n_out]
-        return _continue(listener, Path(prime), frames, temperature, n_out)
+        return _continue(listener, Path(prime), frames, temperature, n_out, progress)
 
 
 def _decode(listener: Listener, z: torch.Tensor) -> np.ndarray:
@@ -77,14 +80,16 @@ def _decode(listener: Listener, z: torch.Tensor) -> np.ndarray:
         return listener.decode(z)[0].numpy()
 
 
-def _continue(listener: Listener, prime: Path, frames: int, temperature: float, n_out: int) -> np.ndarray:
+def _continue(
+    listener: Listener, prime: Path, frames: int, temperature: float, n_out: int, progress: Callable[[int, int], None] | None
+) -> np.ndarray:
     import torch
 
     assert listener.prior is not None
     audio = load_audio(prime, listener.sr, listener.channels)
     z_prime = listener.encode(torch.from_numpy(pad_to_hop(audio, listener.hop))[None])  # [1, latent, Tp]
     dims = listener.prior.latent_size
-    z = listener.prior.sample(frames, temperature=temperature, prime=z_prime[:, :dims])
+    z = listener.prior.sample(frames, temperature=temperature, prime=z_prime[:, :dims], progress=progress)
     tp = z_prime.shape[-1]
     # The prime keeps all its dimensions; the continuation's unmodelled ones are noise.
     cont = fit_latent(z[..., tp:], z_prime.shape[1])

@@ -52,6 +52,7 @@ scripted module exposes:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -312,13 +313,15 @@ class LatentPrior(nn.Module):
         batch: int = 1,
         temperature: float = 1.0,
         prime: torch.Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Offline sampling (Python only): ``n_frames`` new frames -> z [B, L, Tp + n_frames].
 
         ``prime`` [B, L, Tp] (latents of a recording, PCA space) is kept as is at
         the start; the new frames continue it. ``temperature <= 0`` takes the most
         likely bin instead of sampling. Randomness comes from torch's global
-        generator (seed it, or wrap in ``torch.random.fork_rng``).
+        generator (seed it, or wrap in ``torch.random.fork_rng``). ``progress(done,
+        total)`` is called as steps complete.
         """
         n, r = self.latent_size, self.resolution
         tp = 0 if prime is None else prime.shape[-1]
@@ -330,26 +333,42 @@ class LatentPrior(nn.Module):
         # timeline (see `skew`); the first L-1 frames are a warm-up and dropped.
         # Where that frame is a prime frame, the prime's bin is forced.
         steps = n - 1 + tp + n_frames
-        forced = torch.full((batch, n, steps), -1, dtype=torch.long)
+        device = self.out_logits.weight.device
+        forced = torch.full((batch, n, steps), -1, dtype=torch.long, device=device)
         if prime is not None:
-            pbins = to_bins(prime, r)
+            pbins = to_bins(prime, r).to(device)
             for d in range(n):
                 forced[:, d, d : d + tp] = pbins[:, d]
+        # Positions where every dimension is forced need no sampling: their inputs
+        # are all known, so one `step` call runs the whole stretch at once.
+        complete = (forced >= 0).all(1)[0].tolist() if prime is not None else [False] * steps
         self.reset()
-        device = self.out_logits.weight.device
         x = torch.zeros(batch, n * r, 1, device=device)
-        bins_seq = []
+        bins_seq: list[torch.Tensor] = []
         temp = torch.full((batch, 1, 1), max(temperature, 1e-6), device=device)
-        for s in range(steps):
-            logits = self.step(x)
-            if temperature <= 0:
-                bins = logits.reshape(batch, n, r).argmax(-1, keepdim=True)
+        s = 0
+        while s < steps:
+            end = s
+            while end < steps and complete[end]:
+                end += 1
+            if end - s > 1:
+                known = forced[:, :, s:end]
+                self.step(torch.cat([x, one_hot(known[:, :, :-1], r)], -1))
+                bins = known
             else:
-                bins = self._sample_bins(logits, temp)
-            known = forced[:, :, s : s + 1].to(device)
-            bins = torch.where(known >= 0, known, bins)
+                end = s + 1
+                logits = self.step(x)
+                if temperature <= 0:
+                    bins = logits.reshape(batch, n, r).argmax(-1, keepdim=True)
+                else:
+                    bins = self._sample_bins(logits, temp)
+                known = forced[:, :, s:end]
+                bins = torch.where(known >= 0, known, bins)
             bins_seq.append(bins)
-            x = one_hot(bins, r)
+            x = one_hot(bins[:, :, -1:], r)
+            s = end
+            if progress is not None:
+                progress(s, steps)
         self.reset()
         z = unskew(from_bins(torch.cat(bins_seq, -1), r, True))  # [B, L, tp + n_frames]
         if prime is not None:

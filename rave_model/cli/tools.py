@@ -47,8 +47,17 @@ def generate_cmd(
         from rave_model.generate import generate
         from rave_model.listen import load_listener, write_audio
 
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
         listener = load_listener(model)
-        audio = generate(listener, seconds, temperature=temperature, seed=seed, prime=prime)
+        columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("generate", total=None)
+            audio = generate(
+                listener, seconds, temperature=temperature, seed=seed, prime=prime,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
         write_audio(output, audio, listener.sr)
         return f"{output}: {audio.shape[1] / listener.sr:.2f} s, {audio.shape[0]} ch, {listener.sr} Hz"
 
