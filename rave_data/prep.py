@@ -6,8 +6,7 @@ The parallel driver around :func:`rave_data.pipeline.process_source`:
 2. recover from a killed run: sweep LMDB keys no committed source owns,
    delete temp files;
 3. find the sources; fingerprint them; keep the unchanged, drop the ones gone;
-4. process the rest in a process pool (spawn: torch is imported only in the
-   workers) and commit the results **in sorted source order**, so the keys
+4. process the rest in a process pool (spawn: a clean interpreter per worker) and commit the results **in sorted source order**, so the keys
    and the dataset are the same whatever ``--jobs``;
 5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``.
 
@@ -284,16 +283,29 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
     stats.processed.append(result.source)
 
 
-def _worker_init() -> None:
-    # Each worker is one of --jobs processes: one thread each avoids
-    # oversubscribing the cores (torch would start one thread per core).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
+#: Each of --jobs workers runs one BLAS thread: N workers x N threads would
+#: oversubscribe the cores. Set in the environment the spawned workers inherit
+#: (BLAS reads it once, when numpy is first imported).
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+
+def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+
+    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
+    os.environ.update(_WORKER_ENV)
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        # Start the workers now, while the environment is set.
+        for f in [pool.submit(os.getpid) for _ in range(workers)]:
+            f.result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return pool
 
 
 def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None]) -> Iterator[SourceResult]:
@@ -309,13 +321,10 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None])
             done(r)
             yield r
         return
-    import multiprocessing as mp
-
     ready: dict[int, SourceResult] = {}
     broken: list[int] = []
     next_i = 0
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                             initializer=_worker_init) as pool:
+    with _spawn_pool(min(jobs, len(todo))) as pool:
         futures: dict[Future[SourceResult], int] = {pool.submit(process_source, j): i for i, j in enumerate(todo)}
         for fut in as_completed(futures):
             i = futures[fut]
@@ -342,9 +351,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None])
 
 def _isolated(job: SourceJob) -> SourceResult:
     """Run one source in its own process; a crash skips it with a reason."""
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+    with _spawn_pool(1) as pool:
         try:
             return pool.submit(process_source, job).result()
         except BrokenProcessPool:
