@@ -102,8 +102,11 @@ def synth(seconds: float, sr: int) -> np.ndarray:
 
 def write(path: Path, audio: np.ndarray, sr: int, **kw: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = audio.T if audio.ndim == 2 else audio
-    sf.write(str(path), np.ascontiguousarray(data), sr, **kw)
+    data = np.ascontiguousarray(audio.T if audio.ndim == 2 else audio)
+    # One-second writes: libsndfile's vorbis encoder segfaults on one huge write.
+    with sf.SoundFile(str(path), "w", sr, 1 if data.ndim == 1 else data.shape[1], **kw) as f:
+        for start in range(0, len(data), sr):
+            f.write(data[start : start + sr])
     print(f"  {path}  ({len(data) / sr:.0f} s, {sr} Hz, {1 if data.ndim == 1 else data.shape[1]} ch)")
 
 
