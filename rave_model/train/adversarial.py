@@ -70,8 +70,8 @@ class AdversarialStage(Stage):
         tc = self.ctx.cfg.train
         n = batch.shape[0]
         if step % int(tc.disc_every) == 0:
-            with torch.no_grad():
-                y, _ = self.recon(batch, frozen_encoder=True)
+            with torch.no_grad():  # only the decoded audio: no loss needed here
+                y = self.recon.net(batch, True)[0]
             real, fake = _split(self.disc(torch.cat([batch, y], 0)), n)
             adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
             self.dis_opt.zero_grad(set_to_none=True)

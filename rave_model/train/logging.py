@@ -1,5 +1,10 @@
 """Training output: a rich progress display per stage and TensorBoard events.
 
+On a terminal the stage's progress is a live rich bar (step, steps/s, ETA,
+latest losses); when the output is a file or a pipe (a batch job's log) the
+same facts are printed as one plain line every ``log_every`` steps instead,
+so logs stay readable.
+
 Only the main process logs (``enabled=False`` elsewhere makes every method a
 no-op), so a distributed launcher creates one logger per rank unchanged.
 TensorBoard event files go to ``RUN/tensorboard`` (``tensorboard --logdir RUN``).
@@ -14,6 +19,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def duration(seconds: float) -> str:
+    """3725 -> "1:02:05", 200000 -> "2d 07:33:20" (training ETAs run to days)."""
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
 class TrainLogger:
     def __init__(self, run_dir: Path | str, enabled: bool = True, console: Console | None = None, tensorboard: bool = True) -> None:
         self.enabled = enabled
@@ -25,11 +39,12 @@ class TrainLogger:
         self._task: Any = None
         self._t0 = 0.0
         self._step0 = 0
+        self._name, self._total, self._every = "", 0, 100
 
     # -- plain messages -----------------------------------------------------------------
     def info(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)
 
     # -- TensorBoard --------------------------------------------------------------------
     @property
@@ -58,12 +73,16 @@ class TrainLogger:
             self.writer.add_text(tag, text)
 
     # -- progress -----------------------------------------------------------------------
-    def start_stage(self, name: str, start: int, total: int) -> None:
+    def start_stage(self, name: str, start: int, total: int, every: int = 100) -> None:
         if not self.enabled:
+            return
+        self._name, self._total, self._every = name, total, max(1, every)
+        self._t0, self._step0 = time.perf_counter(), start
+        if not self.console.is_terminal:
             return
         self._progress = Progress(
             TextColumn(f"[bold]{name}[/bold]"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
@@ -73,16 +92,21 @@ class TrainLogger:
         )
         self._task = self._progress.add_task(name, total=total, completed=start, rate="", losses="")
         self._progress.start()
-        self._t0, self._step0 = time.perf_counter(), start
 
     def step(self, step: int, losses: dict[str, float]) -> None:
         """Advance the display to ``step`` (steps done) with the latest losses."""
-        if self._progress is None:
+        if not self.enabled:
             return
-        elapsed = time.perf_counter() - self._t0
-        rate = (step - self._step0) / elapsed if elapsed > 0 else 0.0
+        rate = self.steps_per_second(step)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
-        self._progress.update(self._task, completed=step, rate=f"{rate:.2f} steps/s", losses=shown)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, rate=f"{rate:.2f} steps/s", losses=shown)
+        elif step % self._every == 0 or step == self._total:
+            eta_text = duration((self._total - step) / rate) if rate > 0 else "?"
+            self.console.print(
+                f"{self._name} step {step}/{self._total}  {rate:.2f} steps/s  ETA {eta_text}  {shown}",
+                highlight=False, soft_wrap=True,
+            )
 
     def steps_per_second(self, step: int) -> float:
         elapsed = time.perf_counter() - self._t0

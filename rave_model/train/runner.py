@@ -238,7 +238,7 @@ def fit(
                     return _save(ctx, _stage, _name, step, result.done, position, best, which)
 
                 stage.on_start()
-                log.start_stage(name, step, total)
+                log.start_stage(name, step, total, int(cfg.train.log_every))
                 batches = stage.batches(position)
                 while step < total:
                     batch, next_position = next(batches)
@@ -257,9 +257,12 @@ def fit(
                             log.scalars(f"{name}/validation", metrics, step)
                             stage.log_media(step)
                             value = metrics.get("spectral_distance")
-                            if value is not None and (best is None or value < best):
+                            improved = value is not None and (best is None or value < best)
+                            if improved:
                                 best = value
                                 result.checkpoint = save("best")
+                            shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                            log.info(f"{name} step {step}: validation {shown}{'  (best)' if improved else ''}")
                     if is_main and step % int(cfg.train.ckpt_every) == 0:
                         result.checkpoint = save()
                     # Agreed by all ranks, so they leave at the same step.
