@@ -99,6 +99,10 @@ def test_generate_is_seeded_and_has_the_requested_length(run, tmp_path):
     assert sr == SR and a.shape == (1, round(1.3 * SR)) and np.isfinite(a).all() and np.abs(a).max() > 0
     assert np.array_equal(a, read(tmp_path / "b.wav")[0])
     assert not np.array_equal(a, read(tmp_path / "c.wav")[0])
+    # --prime: the 1.3 s just generated (20800 samples = 325 frames) plus 0.25 s more.
+    cli("generate", run, "--seconds", "0.25", "--prime", tmp_path / "a.wav", "-t", "0.8", "-o", tmp_path / "p.wav")
+    p, _ = read(tmp_path / "p.wav")
+    assert p.shape == (1, 325 * HOP + 4000) and np.isfinite(p).all()
 
 
 def test_generate_library_temperature_and_prime(run, voice):
