@@ -33,7 +33,7 @@ def conv_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
 
 def _fresh_cache(cache: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
     """``cache`` if it matches ``x``'s batch, channels and dtype, else ``n`` samples of silence."""
-    if cache.shape[0] != x.shape[0] or cache.shape[1] != x.shape[1] or cache.dtype != x.dtype:
+    if cache.shape[0] != x.shape[0] or cache.shape[1] != x.shape[1] or cache.dtype != x.dtype or cache.device != x.device:
         return torch.zeros(x.shape[0], x.shape[1], n, dtype=x.dtype, device=x.device)
     return cache
 

@@ -87,8 +87,11 @@ class TrainConfig:
     """Stages 1 and 2 (representation learning, adversarial fine-tuning)."""
 
     batch_size: int = 8
+    """Training crops per step."""
     lr: float = 1e-4
+    """Adam learning rate of encoder and decoder."""
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    """Adam betas (acids-rave's 0.5, 0.9)."""
     vae_steps: int = 1_000_000
     """Stage 1 (VAE warm-up) steps."""
     adversarial_steps: int = 2_000_000
@@ -106,14 +109,21 @@ class TrainConfig:
     disc_periods: list[int] = field(default_factory=list)
     """Periods of the multi-period discriminator (empty: none)."""
     disc_capacity: int = 16
+    """Channels of the first discriminator layer."""
     disc_layers: int = 4
+    """Strided layers per sub-discriminator."""
     feature_matching: float = 10.0
     """Weight of the feature-matching loss in stage 2."""
     val_every: int = 10_000
+    """Steps between validations (spectral distance on held-out examples, audio logged)."""
     ckpt_every: int = 10_000
+    """Steps between checkpoints (also written at each stage end and on Ctrl-C)."""
     log_every: int = 100
+    """Steps between TensorBoard scalar logs."""
     num_workers: int = 2
+    """Data-loading worker processes (0: load in the training process)."""
     seed: int = 0
+    """Seed of every random draw of the run (crops, augmentation, initialisation)."""
     # -- added by the training helper (rave_model/train, docs/training.md) --
     lr_end_factor: float = 0.1
     """Stage 1 learning rate decays linearly to lr * lr_end_factor (the reference's
@@ -136,6 +146,7 @@ class TrainConfig:
     val_fraction: float = 0.02
     """Share of the examples held out for validation (at least 1, at most val_max)."""
     val_max: int = 1000
+    """Most examples held out for validation."""
     val_examples: int = 64
     """Validation examples evaluated at each validation (the first of the held-out set)."""
     pca_examples: int = 256
@@ -151,7 +162,9 @@ class PriorConfig:
     steps: int = 1_000_000
     """Prior training steps (0 skips stage 3)."""
     batch_size: int = 8
+    """Latent sequences per step."""
     lr: float = 1e-4
+    """Adam learning rate of the prior."""
     hidden_size: int = 512
     """Channels of the residual path of the prior's WaveNet."""
     skip_size: int = 256
