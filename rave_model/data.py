@@ -97,10 +97,14 @@ def split_indices(n: int, val_fraction: float, val_max: int) -> tuple[np.ndarray
 # -- transforms --------------------------------------------------------------------------
 
 
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """[C, m] -> [C, n]: the first n samples, zero-padded when m < n."""
+    return x[:, :n] if x.shape[1] >= n else np.pad(x, ((0, 0), (0, n - x.shape[1])))
+
+
 def random_crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """[C, m] -> [C, n] at a random start."""
-    if x.shape[1] < n:  # a short last example: pad rather than fail mid-run
-        x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
+    x = _fit_length(x, n) if x.shape[1] < n else x  # a short last example: pad, never fail mid-run
     start = int(rng.integers(0, x.shape[1] - n + 1))
     return x[:, start : start + n]
 
@@ -312,7 +316,7 @@ class TrainData:
         n = int(self.cfg.data.n_signal)
         idx = self.val_idx[: limit or int(self.cfg.train.val_examples)]
         for i in range(0, len(idx), self.batch_size):
-            xs = [self.source.read(int(j))[:, :n].astype(np.float32) / 32767.0 for j in idx[i : i + self.batch_size]]
+            xs = [_fit_length(self.source.read(int(j)), n).astype(np.float32) / 32767.0 for j in idx[i : i + self.batch_size]]
             yield torch.from_numpy(np.stack(xs)).to(device)
 
     def examples(self, indices: np.ndarray, device: Any) -> Iterator[torch.Tensor]:

@@ -167,3 +167,20 @@ def test_missing_or_lazy_dataset_is_refused(tmp_path, ours):
     (lazy / "metadata.yaml").write_text("lazy: true\nchannels: 1\n")
     with pytest.raises(DatasetError, match="lazy"):
         ExampleSource(lazy)
+
+
+@pytest.mark.parametrize("layout", ["ravedata", "acids"])
+def test_stereo_examples_keep_their_channels(tmp_path, layout):
+    examples = tiny_examples(6, channels=2)
+    examples[5] = examples[5][:, :3000]  # a short last example is padded, never fatal
+    path = write_dataset(tmp_path / "ds", examples, layout=layout)
+    src = ExampleSource(path)
+    assert src.channels == 2
+    np.testing.assert_array_equal(src.read(0), examples[0])  # channel order preserved
+    data = TrainData(path, tiny(**{"data.channels": 2, "train.val_fraction": 0.34}))
+    data.check()
+    (x, _), = take(data, DataPosition(), 1)
+    assert x.shape == (4, 2, 4096)
+    assert not torch.equal(x[:, 0], x[:, 1])  # the channels differ (detuned sines)
+    val = list(data.val_batches("cpu"))
+    assert sum(v.shape[0] for v in val) == 2 and all(v.shape[1:] == (2, 4096) for v in val)
