@@ -2,8 +2,8 @@
 
 Each step is a small module with streaming classes (``process(block)`` /
 ``flush()``) over float32 arrays of shape [channels, n], so a file of any
-length goes through in constant memory. Importing this package is cheap: torch
-and scipy are imported inside the classes that use them.
+length goes through in constant memory. Nothing here imports torch (the
+resampler is numpy); scipy is imported inside the loudness meter only.
 """
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from rave_data.process.normalize import normalize_gain
 from rave_data.process.resample import StreamResampler, out_frames, reduced_ratio, resample
 from rave_data.process.trim import SilenceTrimmer
 from tests.audio import concat, noise, silence, sine
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stream(step, x: np.ndarray, sizes: list[int]) -> np.ndarray:
@@ -97,6 +102,36 @@ def test_odd_rate_uses_bounded_kernel_and_keeps_length() -> None:
     assert np.max(np.abs(whole[:, 2000:-2000] - ref[:, 2000:-2000])) < 0.01
     got = stream(StreamResampler(22254, 48000, 1), x, [1000, 4321])
     assert got.shape == whole.shape and np.max(np.abs(got - whole)) < 1e-5
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(44100, 48000), (96000, 32000)])
+def test_kernel_is_torchaudios_kaiser_sinc(sr_in: int, sr_out: int) -> None:
+    # Our numpy kernel must stay the filter torchaudio documents and tests.
+    torchaudio = pytest.importorskip("torchaudio")
+    from rave_data.process.resample import BETA, LOWPASS_FILTER_WIDTH, ROLLOFF, sinc_kernel
+
+    orig, new = reduced_ratio(sr_in, sr_out)
+    ours, width = sinc_kernel(orig, new, LOWPASS_FILTER_WIDTH, ROLLOFF, BETA)
+    ref = torchaudio.transforms.Resample(
+        sr_in, sr_out, resampling_method="sinc_interp_kaiser",
+        lowpass_filter_width=LOWPASS_FILTER_WIDTH, rolloff=ROLLOFF, beta=BETA,
+    )
+    assert width == ref.width
+    assert np.max(np.abs(ours - ref.kernel[:, 0, :].numpy())) < 1e-5
+
+
+def test_processing_never_imports_torch() -> None:
+    # torch (CUDA build) would put ~600 MB in every prep worker.
+    code = (
+        "import sys, numpy as np\n"
+        "from rave_data.decode import open_audio\n"
+        "from rave_data.process import StreamResampler, LoudnessMeter, SilenceTrimmer, to_channels\n"
+        "x = np.random.default_rng(0).standard_normal((2, 50000)).astype(np.float32)\n"
+        "r = StreamResampler(44100, 48000, 1); y = r.process(to_channels(x, 1)); r.flush()\n"
+        "LoudnessMeter(48000, 1).feed(y); SilenceTrimmer(48000, 1).process(y)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_same_rate_is_passthrough() -> None:
