@@ -34,7 +34,7 @@ from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced
 from rave_data.dataset.metadata import dataset_metadata, write_metadata
 from rave_data.dataset.writer import ExampleWriter
 from rave_data.lock import FolderLock, LockedError
-from rave_data.pipeline import SourceJob, SourceResult, process_source
+from rave_data.pipeline import SourceJob, SourceResult, output_name, process_source
 from rave_data.settings import PrepSettings
 
 STATE_DIR = ".ravedata"
@@ -179,9 +179,16 @@ def _prep_locked(
         todo: list[SourceJob] = []
         sizes: dict[str, int] = {}
         seen: set[str] = set()
+        claimed: dict[str, str] = {}  # output file -> the source that writes it
         for path in sources:
             rel = path.relative_to(in_dir).as_posix()
             seen.add(rel)
+            name = output_name(rel, settings.format).lower()  # lower: case-insensitive filesystems
+            if name in claimed:
+                stats.skipped.append({"source": rel, "reason": f"its output {output_name(rel, settings.format)} "
+                                      f"would overwrite that of {claimed[name]}; rename one of them"})
+                continue
+            claimed[name] = rel
             try:
                 fp = fingerprint(path)
                 sizes[rel] = path.stat().st_size

@@ -19,6 +19,7 @@ record or null), ``seconds_in``, ``seconds_out``, ``sr``, ``channels``,
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -55,16 +56,20 @@ class ManifestStore:
 
     def commit(self, record: dict[str, Any]) -> None:
         """Record one source as done (atomic: one LMDB transaction)."""
-        key = SOURCE_PREFIX + record["source"].encode()
-        self.db.write(puts=[(key, json.dumps(record, sort_keys=True).encode())])
+        self.db.write(puts=[(_source_key(record["source"]), json.dumps(record, sort_keys=True).encode())])
 
     def forget(self, sources: Iterable[str]) -> None:
-        keys = [SOURCE_PREFIX + s.encode() for s in sources]
+        keys = [_source_key(s) for s in sources]
         if keys:
             self.db.write(deletes=keys)
 
     def close(self) -> None:
         self.db.close()
+
+
+def _source_key(source: str) -> bytes:
+    # Hashed: LMDB keys are limited to 511 bytes and deep trees have longer paths.
+    return SOURCE_PREFIX + hashlib.sha1(source.encode()).hexdigest().encode()
 
 
 def referenced_keys(records: dict[str, dict[str, Any]]) -> set[bytes]:

@@ -219,3 +219,12 @@ def test_missing_input_or_unwritable_output_is_a_prep_error(tmp_path):
     # Below a regular file no folder can be made, even as root.
     with pytest.raises(PrepError, match="cannot create output folder"):
         prep(tmp_path / "in", tmp_path / "file" / "out")
+
+
+def test_sources_that_would_write_the_same_output_are_reported(tmp_path):
+    src = tmp_path / "in"
+    write(src / "take.WAV", sine(1.0, SR), SR)
+    write(src / "take.wav", sine(1.0, SR, freq=880), SR)
+    r = prep(src, tmp_path / "out", PrepSettings(**SMALL), jobs=1)
+    assert r["run"]["processed"] == 1
+    assert r["run"]["skipped"] == [{"source": "take.wav", "reason": "its output audio/take.wav would overwrite that of take.WAV; rename one of them"}]
