@@ -313,22 +313,15 @@ def _open_soundfile(path: Path) -> AudioSource:
         frames = int(f.frames)
         if fmt == "mp3":
             # Without a Xing/Info tag libsndfile estimates the length from the
-            # file size; probe.py counts the frame headers, as `duration` does.
-            frames = _mp3_exact_frames(path) or frames
+            # file size; mp3_frames counts the frame headers, as `duration` does.
+            from rave_data.mp3_frames import mp3_exact_frames
+
+            frames = mp3_exact_frames(path) or frames
         info = AudioInfo(path, int(f.samplerate), int(f.channels), frames, fmt, f.subtype, "soundfile")
     except BaseException:
         f.close()
         raise
     return AudioSource(info, handle=f)
-
-
-def _mp3_exact_frames(path: Path) -> int | None:
-    """probe's count of mp3 frame headers (None for a tagged file)."""
-    try:  # helper B is moving it from probe.py to its own module
-        from rave_data.mp3_frames import mp3_exact_frames
-    except ImportError:
-        from rave_data.probe import mp3_exact_frames  # type: ignore[attr-defined,no-redef]
-    return mp3_exact_frames(path)
 
 
 def _clean_sf_error(e: Exception) -> str:
