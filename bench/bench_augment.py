@@ -51,13 +51,21 @@ def voice_like(seconds: float, sr: int = SR) -> np.ndarray:
     return concat(x, noise(0.5, sr, amp=0.02))
 
 
-def rate(fn, x: np.ndarray, n: int) -> float:
-    """Audio seconds (of input) per wall second over ``n`` calls."""
-    fn(x, 0)  # warm-up: imports, plugin load, FFT plans
-    t = time.perf_counter()
+def rates(fns: list, x: np.ndarray, n: int) -> list[float]:
+    """Audio seconds (of input) per wall second of each function over ``n`` calls.
+
+    Calls are interleaved (a, b, a, b, ...) so that load from other processes
+    on a shared machine weighs on both sides alike.
+    """
+    spent = [0.0] * len(fns)
+    for fn in fns:
+        fn(x, 0)  # warm-up: imports, plugin load, FFT plans
     for i in range(n):
-        fn(x, i + 1)
-    return n * x.shape[1] / SR / (time.perf_counter() - t)
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn(x, i + 1)
+            spent[k] += time.perf_counter() - t
+    return [n * x.shape[1] / SR / s for s in spent]
 
 
 def bench_library(seconds: float, variants: int) -> None:
@@ -95,7 +103,7 @@ def bench_library(seconds: float, variants: int) -> None:
          theirs(prob["pitch_shift"], prob["time_stretch"], prob["gain"])),
         ("pitch + stretch + gain always (p = 1), both sides", ours(forced), theirs(1.0, 1.0, 1.0)),
     ):
-        a, b = rate(mine, x, variants), rate(base, x, variants)
+        a, b = rates([mine, base], x, variants)
         print(f"  {label}:\n    ravedata {a:8.1f}   audiomentations {b:8.1f}   ratio {a / b:5.2f}x")
 
 
