@@ -216,3 +216,12 @@ def test_roomverb_ships_on_its_own_as_a_wheel(tmp_path):
         [eps] = [n for n in names if n.endswith("entry_points.txt")]
         assert "[ravedata]\nroomverb = ravedata_roomverb.plugin" in z.read(eps).decode()
     assert {"ravedata_roomverb/plugin.py", "ravedata_roomverb/impulse.py"} <= set(names)
+
+
+def test_tutorial_shows_the_example_package_verbatim():
+    """docs/plugins.md builds examples/custom-augmenter: its code blocks must be those files."""
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    blocks = re.findall(r"```(?:python|toml)\n(.*?)```", docs, re.S)
+    example = ROOT / "examples" / "custom-augmenter"
+    for name in ("ravedata_bitcrush.py", "pyproject.toml"):
+        assert (example / name).read_text() in blocks, f"{name} differs from its listing in docs/plugins.md"
