@@ -113,6 +113,17 @@ def test_a_misspelt_hook_fails_loudly(site):
     assert err.plugin == "typo" and "unknown hook 'register_augmenter'" in err.reason
 
 
+def test_a_hook_with_the_wrong_arguments_fails_loudly(site):
+    make_dist(site, "ravedata-args", "args", "rd_args", '''
+        from rave_data import hookimpl
+        @hookimpl
+        def register_augmenters(reg):
+            pass
+    ''')
+    [err] = get_registry(refresh=True).errors
+    assert err.plugin == "args" and "PluginValidationError" in err.reason and "reg" in err.reason
+
+
 def test_duplicate_names_are_refused_naming_both_plugins(site):
     make_dist(site, "ravedata-mygain", "mygain", "rd_mygain", GOOD.replace('"echo"', '"gain"'))
     reg = get_registry(refresh=True)
