@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,11 @@ class RankFailure:
 class LaunchResult:
     returncode: int  # 0 when every rank finished cleanly
     failure: RankFailure | None = None
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM, checkpoint saved
+
+
+# The exit status of a worker stopped by Ctrl-C after saving (128 + SIGINT).
+INTERRUPTED = 130
 
 
 def worker_env(rank: int, nproc: int, store: Path, error_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
@@ -111,7 +117,7 @@ def first_failure(error_dir: Path, exits: Mapping[int, tuple[float, int]]) -> Ra
             traceback=r.get("traceback"),
             expected=bool(r.get("expected", False)),
         )
-    bad = sorted((t, rank, rc) for rank, (t, rc) in exits.items() if rc != 0)
+    bad = sorted((t, rank, rc) for rank, (t, rc) in exits.items() if rc not in (0, INTERRUPTED))
     if bad:
         _, rank, rc = bad[0]
         return RankFailure(rank=rank, returncode=rc)
@@ -146,7 +152,9 @@ def launch_local(
     When a process fails, its peers get ``peer_grace_s`` to fail on their own (gloo
     notices a dead peer at once and they record why), then are terminated. Ctrl-C
     reaches every process of the terminal's group; the parent waits for them to save
-    and leave, and stops any that linger.
+    and leave, and stops any that linger. SIGTERM (a scheduler ending the job) is
+    passed on to the workers as SIGINT, so they save too. A worker that exits with
+    status 130 was interrupted, which is not a failure.
     """
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, not {nproc}")
@@ -157,17 +165,30 @@ def launch_local(
     store = tmp / "store"  # created and removed by the workers' FileStore
     procs: list[subprocess.Popen] = []
     exits: dict[int, tuple[float, int]] = {}
+
+    def forward_term(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, forward_term)
     try:
         for rank in range(nproc):
             procs.append(subprocess.Popen(list(cmd), env=worker_env(rank, nproc, store, error_dir, base)))
         failed_at: float | None = None
+        grace = peer_grace_s
         while len(exits) < nproc:
             for rank, p in enumerate(procs):
                 if rank not in exits and (rc := p.poll()) is not None:
                     exits[rank] = (time.monotonic(), rc)
                     if rc != 0 and failed_at is None:
                         failed_at = time.monotonic()
-            if failed_at is not None and time.monotonic() - failed_at > peer_grace_s:
+                        # An interrupted rank: the others are saving and leaving at
+                        # the same step; give rank 0 time to write a large checkpoint.
+                        grace = peer_grace_s * (6 if rc == INTERRUPTED else 1)
+            if failed_at is not None and time.monotonic() - failed_at > grace:
                 _stop(procs, kill_grace_s)
                 for rank, p in enumerate(procs):
                     exits.setdefault(rank, (time.monotonic(), p.returncode))
@@ -180,12 +201,16 @@ def launch_local(
             time.sleep(poll_s)
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _stop(procs, kill_grace_s)
         failure = first_failure(error_dir, exits)
         shutil.rmtree(tmp, ignore_errors=True)
-    if failure is None:
-        return LaunchResult(0)
-    return LaunchResult(failure.returncode if failure.returncode > 0 else 1, failure)
+    if failure is not None:
+        return LaunchResult(failure.returncode if failure.returncode > 0 else 1, failure)
+    if any(rc == INTERRUPTED for _, rc in exits.values()):
+        return LaunchResult(INTERRUPTED, interrupted=True)
+    return LaunchResult(0)
 
 
 def strip_option(argv: Sequence[str], name: str) -> list[str]:
@@ -218,7 +243,10 @@ def relaunch(nproc: int, argv: Sequence[str], say: Callable[[str], None] | None 
         result = launch_local(cmd, nproc)
     except KeyboardInterrupt:
         say("interrupted; the last checkpoint is kept")
-        return 130
+        return INTERRUPTED
+    if result.interrupted:
+        say("interrupted; the last checkpoint is kept")
+        return INTERRUPTED
     if result.failure is not None:
         f = result.failure
         if f.traceback and not f.expected:
