@@ -106,14 +106,11 @@ def _write_blocks(path: Path, x: np.ndarray, sr: int, subtype: str | None) -> No
 
 
 def _decode_resample(path: str, sr: int, channels: int) -> int:
-    import torch
-
     from rave_data.decode import open_audio
     from rave_data.pipeline import BLOCK_FRAMES
     from rave_data.process.channels import to_channels
     from rave_data.process.resample import StreamResampler
 
-    torch.set_num_threads(1)
     frames = 0
     with open_audio(path) as src:
         rs = StreamResampler(src.info.sr, sr, channels)
@@ -126,6 +123,8 @@ def _decode_resample(path: str, sr: int, channels: int) -> int:
 def limit(files: list[Path], sr: int, jobs: int) -> float:
     import multiprocessing as mp
 
+    # Same as prep's workers: spawned, one BLAS thread each (OMP_NUM_THREADS=1 is
+    # set by main() and inherited).
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(_decode_resample, [str(f) for f in files], [sr] * len(files), [1] * len(files)))
@@ -229,6 +228,7 @@ def main() -> None:
     ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour peak-memory run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep corpus and outputs here (default: temp)")
     args = ap.parse_args()
+    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prep_"))
     corpus = work / "corpus"
     seconds = make_corpus(corpus, args.minutes)

@@ -301,6 +301,14 @@ def process_source(job: SourceJob) -> SourceResult:
         if s.n_variants:
             _variants(job, spool, gain, info.seconds, steps, result, tag)
         return result
+    except Exception as exc:  # noqa: BLE001 - one bad file must never abort the batch
+        # Unexpected (a bug, a full disk): skip the source, drop what it wrote.
+        for out in result.outputs:
+            (Path(job.out_dir) / out.line["output"]).unlink(missing_ok=True)
+            if out.examples_path:
+                Path(out.examples_path).unlink(missing_ok=True)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return SourceResult(job.rel, job.fingerprint, skipped=f"failed: {type(exc).__name__}: {first}")
     finally:
         spool.close()
 

@@ -228,3 +228,16 @@ def test_sources_that_would_write_the_same_output_are_reported(tmp_path):
     r = prep(src, tmp_path / "out", PrepSettings(**SMALL), jobs=1)
     assert r["run"]["processed"] == 1
     assert r["run"]["skipped"] == [{"source": "take.wav", "reason": "its output audio/take.wav would overwrite that of take.WAV; rename one of them"}]
+
+
+def test_a_write_failure_skips_that_source_only(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write(src / "ok.wav", sine(1.0, SR), SR)
+    write(src / "sub" / "x.wav", sine(1.0, SR), SR)
+    (out / "audio").mkdir(parents=True)
+    (out / "audio" / "sub").write_text("a file where prep needs a folder")
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1)
+    assert r["run"]["processed"] == 1
+    [skip] = r["run"]["skipped"]
+    assert skip["source"] == "sub/x.wav" and skip["reason"].startswith("failed: ")
+    assert [x["source"] for x in read_manifest(out / "manifest.jsonl")] == ["ok.wav"]
