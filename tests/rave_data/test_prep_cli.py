@@ -108,3 +108,17 @@ def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
         assert sorted(k.encode() for x in lines for k in x["keys"]) == sorted(got)
         assert len(lines) == 10 and all((out / x["output"]).is_file() for x in lines)
         assert not [p for p in (out / "audio").rglob(".*.tmp")]
+
+
+def test_prep_never_imports_torch(tmp_path):
+    """torch's CUDA build costs ~600 MB resident per process: prep must not load it
+    (the 1-hour-file memory target depends on it)."""
+    import sys
+
+    write(tmp_path / "in" / "a.wav", sine(1.0, 44100), 44100)
+    code = (
+        "import sys; from rave_data.prep import prep; from rave_data.settings import PrepSettings;"
+        f"prep({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, PrepSettings(sr=16000, num_signal=2048), jobs=1);"
+        "bad = [m for m in ('torch', 'torchaudio') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
