@@ -42,6 +42,15 @@ def _shared_env(path: Path) -> Any:
     return env
 
 
+def release(path: Path | str) -> None:
+    """Close this process's shared read handle on ``path`` (the writer calls it:
+    py-lmdb cannot open a folder for writing while it is open for reading).
+    Datasets on it reopen on their next read."""
+    env = _ENVS.pop(os.path.realpath(path), None)
+    if env is not None:
+        env.close()
+
+
 class DatasetError(Exception):
     """Not a readable dataset; ``str()`` names the folder and the reason."""
 
@@ -54,7 +63,6 @@ class Dataset:
         if not (self.path / "data.mdb").is_file():
             raise DatasetError(f"{self.path}: not a dataset (no data.mdb)")
         self.metadata: dict[str, Any] = read_metadata(self.path)
-        self._env: Any = None
         self._keys: list[bytes] | None = None
         self.channels: int = int(self.metadata.get("channels", 1))
         self.sr: int = int(self.metadata.get("sr", 0))
@@ -68,14 +76,9 @@ class Dataset:
 
     @property
     def env(self) -> Any:
-        if self._env is None:
-            self._env = _shared_env(self.path)
-        return self._env
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_env"] = None
-        return state
+        # Looked up on every use (a dict lookup), never stored: nothing
+        # unpicklable in the object, and a handle closed by release() is reopened.
+        return _shared_env(self.path)
 
     # -- access ----------------------------------------------------------------
 
@@ -122,8 +125,8 @@ class Dataset:
         return len(self) * self.n_signal / self.sr if self.sr else 0.0
 
     def close(self) -> None:
-        """Drop this object's handle (shared handles stay open for other readers)."""
-        self._env = None
+        """Close the shared read handle on this folder (reopened on next use)."""
+        release(self.path)
 
 
 def open_dataset(path: Path | str) -> Dataset:

@@ -30,9 +30,12 @@ class GrowingEnv:
     def __init__(self, path: Path | str, initial_map_size: int = INITIAL_MAP_SIZE) -> None:
         import lmdb
 
+        from rave_data.dataset.reader import release
+
         self._lmdb = lmdb
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        release(self.path)  # a read handle of this process would block opening
         self.env = lmdb.open(str(self.path), subdir=True, map_size=initial_map_size, max_dbs=0)
 
     def write(self, puts: list[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = ()) -> None:

@@ -116,3 +116,18 @@ def test_manifest_store_round_trip(tmp_path):
     write_manifest(tmp_path / "m.jsonl", manifest_lines(store.records()))
     assert read_manifest(tmp_path / "m.jsonl")[0]["source"] == "a.wav"
     store.close()
+
+
+def test_reader_then_writer_in_one_process(tmp_path):
+    """py-lmdb refuses a second open of one folder in a process: the writer
+    releases the shared read handle and the Dataset reopens it afterwards."""
+    w = ExampleWriter(tmp_path, sr=8000)
+    w.append(_examples(1, 1, 256))
+    w.close()
+    ds = open_dataset(tmp_path)
+    assert len(ds) == 1
+    w = ExampleWriter(tmp_path, sr=8000)
+    w.append(_examples(1, 1, 256, seed=5))
+    w.close()
+    np.testing.assert_array_equal(open_dataset(tmp_path).read(1), _examples(1, 1, 256, seed=5)[0])
+    assert ds.read(0).shape == (1, 256)
