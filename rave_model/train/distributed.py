@@ -12,8 +12,8 @@ training loop calls these helpers unconditionally:
 
 - :func:`setup` / :func:`teardown`: the process group (NCCL on GPUs, gloo on CPUs).
 - :func:`is_main`, :func:`barrier`, :func:`any_rank`, :func:`reduce_mean`,
-  :func:`broadcast_object`, :func:`main_computes`: the few collectives a training
-  loop needs.
+  :func:`broadcast_object`, :func:`main_computes`, :func:`require_same`: the few
+  collectives a training loop needs.
 - :func:`wrap_model` / :func:`unwrap_model`: DistributedDataParallel in one place.
 - :func:`rescale_offset`: a data position saved by N processes, for M.
 - :func:`worker_errors`: records a rank's failure so the launcher can name it.
@@ -282,6 +282,26 @@ def main_computes(fn: Callable[[], T]) -> T:
     if not ok:
         raise value
     return value
+
+
+def require_same(what: str, value: Any) -> None:
+    """Refuse to go on when the ranks disagree on ``value``, naming the first that does.
+
+    For what each machine brings itself, above all the dataset: every machine must
+    hold the same one, or the ranks' shares would silently not fit together.
+    """
+    if not _group_active():
+        return
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * _CURRENT.world_size
+    dist.all_gather_object(values, value)
+    for rank, other in enumerate(values):
+        if other != values[0]:
+            raise ValueError(
+                f"{what} differs between processes: rank 0 has {values[0]}, rank {rank} has {other}; "
+                f"every machine needs the same copy"
+            )
 
 
 def broadcast_module(module: "torch.nn.Module", src: int = 0) -> None:

@@ -183,6 +183,8 @@ def fit(
     # Rank 0 alone reads the run folder (on a cluster it may be on its machine only).
     cfg, ckpt = distributed.main_computes(lambda: resolve_config(run_dir, preset, overrides))
     data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
+    src = data.source  # each machine reads its own copy: they must agree
+    distributed.require_same(f"dataset {dataset}", {"examples": len(src), "sr": src.sr, "channels": src.channels, "length": src.example_length})
     data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(cfg.hop_length))
     import torch
 

@@ -36,8 +36,10 @@ def listening_addresses() -> list[str]:
 
 
 def train(out: Path, steps: int, resume: Path | None, fail_rank: int, fail_step: int,
-          stop_rank: int = -1, stop_step: int = -1) -> None:
+          stop_rank: int = -1, stop_step: int = -1, differ: bool = False) -> None:
     ctx = dist.setup("cpu")
+    # The data each rank brings must agree (a rank-dependent size when asked to differ).
+    dist.require_same("the toy data", N_EXAMPLES + (ctx.rank if differ else 0))
     # Different initial weights per rank: DDP must copy rank 0's to all.
     torch.manual_seed(1000 + ctx.rank)
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
@@ -106,10 +108,11 @@ def main() -> None:
     ap.add_argument("--fail-step", type=int, default=-1)
     ap.add_argument("--stop-rank", type=int, default=-1)
     ap.add_argument("--stop-step", type=int, default=-1)
+    ap.add_argument("--differ", action="store_true")
     a = ap.parse_args()
     try:
         with dist.worker_errors():
-            train(a.out, a.steps, a.resume, a.fail_rank, a.fail_step, a.stop_rank, a.stop_step)
+            train(a.out, a.steps, a.resume, a.fail_rank, a.fail_step, a.stop_rank, a.stop_step, a.differ)
     except Exception as e:
         print(f"error (rank {dist.current().rank}): {e}", file=sys.stderr)
         sys.exit(1)

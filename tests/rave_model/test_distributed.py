@@ -372,3 +372,9 @@ def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path: Pa
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
     assert ckpt["stage"] == "vae" and ckpt["step"] >= 3
     assert f"stopped at vae step {ckpt['step']}/1000" in err
+
+
+def test_ranks_that_bring_different_data_are_refused(tmp_path: Path) -> None:
+    res = _run(tmp_path / "differ", 2, "--steps", "1", "--differ")
+    assert res.failure is not None
+    assert "the toy data differs between processes: rank 0 has 48, rank 1 has 49" in res.failure.describe()
