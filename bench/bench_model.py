@@ -37,6 +37,45 @@ def best_rtf(fn, x, seconds: float, repeats: int) -> float:
     return seconds / best
 
 
+def macs_per_second_of_audio(model, sr: int) -> float:
+    """Multiply-accumulates of ``model.forward`` per second of audio (counted with hooks)."""
+    import torch
+
+    from rave_model.cached_conv import Conv1d, ConvTranspose1d
+
+    total = 0
+
+    def hook(mod, inputs, output) -> None:
+        nonlocal total
+        if isinstance(mod, ConvTranspose1d):
+            total += inputs[0].numel() * mod.out_channels * mod.kernel_size[0]
+        elif isinstance(mod, Conv1d):
+            total += output.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (Conv1d, ConvTranspose1d))]
+    x = torch.zeros(1, model.n_channels, sr // model.hop_length * model.hop_length)
+    with torch.inference_mode():
+        model(x)
+    for h in handles:
+        h.remove()
+    pqmf_taps = model.pqmf.analysis_weight.shape[-1]  # analysis + synthesis, per sample
+    return total / (x.shape[-1] / sr) + 2 * pqmf_taps * sr * model.n_channels
+
+
+def sgemm_peak() -> float:
+    """This core's fp32 matrix-multiply throughput (MAC/s), best of a few 1024^3 products."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 1024**3 / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["v1", "v2"])
@@ -52,7 +91,9 @@ def main() -> None:
     from rave_model.model import RAVE, count_parameters
 
     sr = 48000
+    peak = sgemm_peak()
     print(f"offline encode+decode, 1 thread, {sr} Hz, {args.seconds:g} s of audio, best of {args.repeats}")
+    print(f"this core's fp32 matmul peak: {peak / 1e9:.1f} GMAC/s")
     for preset in args.presets:
         cfg = load_config(preset, ["data.sr=48000"])
         torch.manual_seed(0)
@@ -66,7 +107,9 @@ def main() -> None:
         fold = best_rtf(folded, x, seconds, args.repeats)
         expo = best_rtf(exported.forward, x, seconds, args.repeats)
         params = count_parameters(model)["total"]
-        print(f"{preset}: {params / 1e6:.2f}M params")
+        macs = macs_per_second_of_audio(model, sr)
+        print(f"{preset}: {params / 1e6:.2f}M params, {macs / 1e9:.2f} GMAC per second of audio "
+              f"-> compute-bound ceiling at the matmul peak: {peak / macs:.1f}x real time")
         print(f"  baseline (eager, weight norm) {base:7.2f}x real time")
         print(f"  folded (eager)                {fold:7.2f}x   ratio vs baseline {fold / base:.2f}")
         print(f"  exported (TorchScript)        {expo:7.2f}x   ratio vs baseline {expo / base:.2f}")
