@@ -112,12 +112,20 @@ class AudioSource:
 
     info: AudioInfo
 
-    def __init__(self, info: AudioInfo, handle: Any = None, ffmpeg: str | None = None) -> None:
+    def __init__(
+        self,
+        info: AudioInfo,
+        handle: Any = None,
+        ffmpeg: str | None = None,
+        started: tuple[subprocess.Popen[bytes], IO[bytes]] | None = None,
+    ) -> None:
         self.info = info
         self._handle = handle  # soundfile.SoundFile | pedalboard ReadableAudioFile | None
         self._ffmpeg = ffmpeg  # path of the ffmpeg binary for the ffmpeg backend
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        # An ffmpeg already decoding (started by open_audio, in parallel with
+        # ffprobe), unread: the first blocks() call takes it.
+        self._proc, self._stderr = started if started else (None, None)
+        self._fresh = started is not None
         self._check_finite = info.subtype is None or not _INTEGER_SUBTYPES.match(info.subtype)
 
     # context manager -------------------------------------------------------
@@ -232,11 +240,15 @@ class AudioSource:
 
     def _ffmpeg_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         ch = self.info.channels
-        self._stop_ffmpeg()
-        proc = self._start_ffmpeg()
-        assert proc.stdout is not None
+        if not self._fresh:  # the process started by open_audio is used by the first call only
+            self._stop_ffmpeg()
+            self._proc, self._stderr = _spawn_ffmpeg(self._ffmpeg or "ffmpeg", self.info.path)
+        self._fresh = False
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
         nbytes = block_frames * ch * 4
         try:
+            self._check_wav_header(proc.stdout)
             while True:
                 buf = proc.stdout.read(nbytes)  # blocks until nbytes or EOF: a bounded pipe read
                 if not buf:
@@ -248,19 +260,33 @@ class AudioSource:
             self._stop_ffmpeg()
 
     # ffmpeg process handling ----------------------------------------------
-    def _start_ffmpeg(self) -> subprocess.Popen[bytes]:
-        assert self._ffmpeg is not None
-        # -ac/-ar pin what ffprobe said, so a stream that changes layout or
-        # rate midway is converted rather than mis-shaped.
-        cmd = [
-            self._ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-i", str(self.info.path),
-            "-map", "0:a:0", "-vn", "-ac", str(self.info.channels), "-ar", str(self.info.sr),
-            "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1",
-        ]
-        # stderr goes to a file, not a pipe: a chatty ffmpeg can never block on it.
-        self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
-        return self._proc
+    def _check_wav_header(self, stream: IO[bytes]) -> None:
+        """Read ffmpeg's WAV header off the pipe; check it is the float32 layout ffprobe described."""
+        riff = _read_exact(stream, 12)
+        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RF64") or riff[8:12] != b"WAVE":
+            self._finish_ffmpeg()  # raises with ffmpeg's own message when it failed
+            raise DecodeError(self.info.path, "ffmpeg produced no audio")
+        fmt: tuple[int, int, int, int] | None = None
+        while True:
+            head = _read_exact(stream, 8)
+            if len(head) < 8:
+                self._finish_ffmpeg()
+                raise DecodeError(self.info.path, "ffmpeg produced no audio")
+            cid, size = head[:4], int.from_bytes(head[4:], "little")
+            if cid == b"data":
+                break
+            body = _read_exact(stream, size + (size & 1))  # chunks are word-aligned
+            if cid == b"fmt ":
+                tag, channels = int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little")
+                sr, bits = int.from_bytes(body[4:8], "little"), int.from_bytes(body[14:16], "little")
+                if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag leads the GUID
+                    tag = int.from_bytes(body[24:26], "little")
+                fmt = (tag, channels, sr, bits)
+        if fmt != (3, self.info.channels, self.info.sr, 32):
+            raise DecodeError(
+                self.info.path,
+                f"ffmpeg decodes a layout ffprobe did not announce (format tag, channels, rate, bits = {fmt})",
+            )
 
     def _finish_ffmpeg(self) -> None:
         """Wait for a process that reached EOF; raise with its message if it failed."""
@@ -283,6 +309,7 @@ class AudioSource:
 
     def _stop_ffmpeg(self) -> None:
         proc, self._proc = self._proc, None
+        self._fresh = False
         if proc is not None:
             if proc.poll() is None:
                 proc.kill()
@@ -292,6 +319,38 @@ class AudioSource:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+
+def _spawn_ffmpeg(ffmpeg: str, path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start ffmpeg decoding ``path``'s first audio stream to float32 WAV on a pipe.
+
+    WAV rather than raw samples: its header tells channels and rate, so the
+    stream is checked against what ffprobe said. ``-bitexact`` keeps
+    metadata chunks out of the header. stderr goes to a file, not a pipe: a
+    chatty ffmpeg can never block on it.
+    """
+    cmd = [
+        ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
+        "-map_metadata", "-1", "-bitexact", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
+    ]
+    err = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+    except OSError as e:
+        err.close()
+        raise DecodeError(path, f"cannot run ffmpeg: {e}") from None
+    return proc, err
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    """``n`` bytes from a pipe (fewer only at EOF)."""
+    data = stream.read(n)
+    while len(data) < n:
+        more = stream.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _open_soundfile(path: Path) -> AudioSource:
@@ -393,14 +452,22 @@ def _open_ffmpeg(path: Path) -> AudioSource:
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise MissingFFmpeg(path)
-    head = _probe_ffprobe(path)
-    if head.frames <= 0:
-        raise DecodeError(path, "no audio samples in file")
+    # Start decoding while ffprobe reads the header: each process start costs
+    # as much as decoding half a minute of AAC, so the two overlap.
+    started = _spawn_ffmpeg(ffmpeg, path)
+    try:
+        head = _probe_ffprobe(path)
+        if head.frames <= 0:
+            raise DecodeError(path, "no audio samples in file")
+    except BaseException:
+        AudioSource(AudioInfo(path, 1, 1, 1, "", None, "ffmpeg"), started=started).close()
+        raise
     # The header's length is the promise (it is what `ravedata duration`
     # reports): the m4a decoder's end padding is cut, and a header that
     # overstates a little (wma) is made good with silence; see _exact.
     # subtype None: AAC/WMA decoders give floats, so the finiteness check stays on.
-    return AudioSource(AudioInfo(path, head.sr, head.channels, head.frames, head.format, None, "ffmpeg"), ffmpeg=ffmpeg)
+    info = AudioInfo(path, head.sr, head.channels, head.frames, head.format, None, "ffmpeg")
+    return AudioSource(info, ffmpeg=ffmpeg, started=started)
 
 
 def open_audio(path: Path | str) -> AudioSource:

@@ -308,6 +308,26 @@ def test_ffmpeg_process_is_reaped_when_stopped_early(tmp_path: Path) -> None:
     assert proc.returncode is not None  # killed and waited for: no zombie, no orphan
 
 
+@needs_ffmpeg
+def test_no_ffmpeg_left_behind_when_probe_fails(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    p = tmp_path / "garbage.m4a"
+    p.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    expect_error(p, "")
+    # The decoder started alongside ffprobe was killed and reaped.
+    assert [c for c in psutil.Process().children() if "ffmpeg" in c.name()] == []
+
+
+@needs_ffmpeg
+def test_ffmpeg_file_can_be_streamed_twice(tmp_path: Path) -> None:
+    src = write(tmp_path / "s.wav", signal(44100, seconds=2.0), 44100)
+    p = ffmpeg_encode(src, tmp_path / "a.m4a", "-c:a", "aac")
+    with open_audio(p) as s:
+        first = np.concatenate(list(s.blocks(3000)), axis=1)
+        second = np.concatenate(list(s.blocks(5000)), axis=1)
+    np.testing.assert_array_equal(first, second)
+
+
 def test_read_all_of_silence_and_mono(tmp_path: Path) -> None:
     p = write(tmp_path / "quiet.wav", silence(0.5, 22050), 22050)
     y, sr = read_all(p)
