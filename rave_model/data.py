@@ -130,9 +130,14 @@ class CropDataset:
 
     Returns float32 crops [channels, n_signal] in [-1, 1]. ``augment`` is a
     rave_data plan (``plan.sample(rng).apply(x, sr)``) or None.
+
+    With several processes (``rank`` of ``world_size``), a draw's randomness is keyed
+    by its place in the epoch's global order (``position * world_size + rank``), so
+    ranks at the same step do not crop and augment alike; one process is unchanged.
     """
 
-    def __init__(self, source: ExampleSource, n_signal: int, seed: int, phase_mangle_p: float = 0.8, dequantize: bool = True, augment: Any = None) -> None:
+    def __init__(self, source: ExampleSource, n_signal: int, seed: int, phase_mangle_p: float = 0.8, dequantize: bool = True, augment: Any = None, rank: int = 0, world_size: int = 1) -> None:
+        self.rank, self.world_size = rank, world_size
         self.source = source
         self.n_signal = n_signal
         self.seed = seed
@@ -142,7 +147,7 @@ class CropDataset:
 
     def __getitem__(self, draw: tuple[int, int, int]) -> tuple[np.ndarray, int, int]:
         index, epoch, position = draw
-        rng = np.random.default_rng([self.seed, epoch, position])
+        rng = np.random.default_rng([self.seed, epoch, position * self.world_size + self.rank])
         x = self.source.read(index)
         x = random_crop(x, self.n_signal, rng).astype(np.float32) / 32767.0
         if self.augment is not None:
@@ -242,6 +247,8 @@ class TrainData:
             phase_mangle_p=float(tc.phase_mangle),
             dequantize=bool(tc.dequantize),
             augment=augment,
+            rank=rank,
+            world_size=world_size,
         )
 
     @property

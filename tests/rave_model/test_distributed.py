@@ -378,3 +378,17 @@ def test_ranks_that_bring_different_data_are_refused(tmp_path: Path) -> None:
     res = _run(tmp_path / "differ", 2, "--steps", "1", "--differ")
     assert res.failure is not None
     assert "the toy data differs between processes: rank 0 has 48, rank 1 has 49" in res.failure.describe()
+
+
+def test_a_ranks_crops_are_drawn_as_one_process_would_at_that_place_of_the_epoch(tmp_path: Path) -> None:
+    """Ranks at the same step must not crop/augment alike: rank r's draw at its
+    position p is the single-process draw at global position p*W + r."""
+    from rave_model.data import CropDataset, ExampleSource
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    src = ExampleSource(write_dataset(tmp_path / "ds", tiny_examples(3, frames=16384)))
+    one = CropDataset(src, 4096, seed=5)
+    r0, r1 = (CropDataset(src, 4096, seed=5, rank=r, world_size=2) for r in (0, 1))
+    x0, x1 = r0[(2, 1, 3)][0], r1[(2, 1, 3)][0]
+    assert not np.array_equal(x0, x1)
+    assert np.array_equal(x0, one[(2, 1, 6)][0]) and np.array_equal(x1, one[(2, 1, 7)][0])
