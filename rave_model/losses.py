@@ -4,7 +4,8 @@ Faithful to the RAVE reference (rave/core.py): the spectral distance sums, for
 every STFT scale, a relative L2 distance of magnitudes (the "linear" term,
 which weights loud partials) and an L1 distance of log magnitudes (the "log"
 term, which weights quiet detail). The same distance is applied to the
-multiband (PQMF) signal and to the full-band signal.
+multiband (PQMF) signal and to the full-band signal. The KL term lives with
+the posterior, in :meth:`rave_model.model.RAVE.reparametrize`.
 """
 from __future__ import annotations
 
@@ -75,12 +76,6 @@ class SpectralDistance(nn.Module):
             log = mean_difference(torch.log(sx + self.log_epsilon), torch.log(sy + self.log_epsilon), "L1")
             total = total + lin + log
         return total
-
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, 1)) summed over the latent dims, averaged
-    over batch and frames. mean, logvar [B, L, T] -> scalar."""
-    return 0.5 * (mean * mean + logvar.exp() - logvar - 1).sum(1).mean()
 
 
 def beta_schedule(step: int, warmup: int, start: float, end: float) -> float:

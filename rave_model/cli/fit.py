@@ -40,13 +40,19 @@ def fit_command(
         raise typer.Exit(relaunch(nproc, sys.argv))
     from rave_model.train.distributed import ranks_from_env, worker_errors
 
-    expected = (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, FileNotFoundError)
+    # OSError: an unreadable dataset file, a full disk while saving (the
+    # previous checkpoint stays, see checkpoint.save_atomic).
+    expected = (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, OSError)
     try:
         # Records a failure for the --nproc launcher (or torchrun) to name its rank.
         with worker_errors(expected):
             result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
     except expected as exc:
         _fail(str(exc))
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError and its MPS/CPU cousins
+        if "out of memory" not in str(exc).lower():
+            raise
+        _fail(f"out of memory on {device}: lower --set train.batch_size or data.n_signal (the last checkpoint is kept)")
     except KeyboardInterrupt:
         typer.echo("interrupted; the last checkpoint is kept", err=True)
         raise typer.Exit(130) from None
