@@ -131,6 +131,16 @@ def test_ffmpeg_formats(tmp_path: Path, ext: str, args: list[str]) -> None:
 
 
 @needs_ffmpeg
+def test_ffmpeg_multichannel_and_mono(tmp_path: Path) -> None:
+    # >2 channels come through WAVE_FORMAT_EXTENSIBLE headers, mono through plain ones.
+    for channels, sr in ((6, 48000), (1, 22050)):
+        src = write(tmp_path / f"s{channels}.wav", signal(sr, channels=channels), sr)
+        p = ffmpeg_encode(src, tmp_path / f"a{channels}.m4a", "-c:a", "aac")
+        y, got_sr = read_all(p)
+        assert got_sr == sr and y.shape == (channels, signal(sr, channels=channels).shape[1])
+
+
+@needs_ffmpeg
 def test_missing_ffmpeg_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wav = write(tmp_path / "src.wav", signal(16000), 16000)
     m4a = ffmpeg_encode(wav, tmp_path / "a.m4a", "-c:a", "aac")
