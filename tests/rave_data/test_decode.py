@@ -137,7 +137,9 @@ def test_ffmpeg_multichannel_and_mono(tmp_path: Path) -> None:
         src = write(tmp_path / f"s{channels}.wav", signal(sr, channels=channels), sr)
         p = ffmpeg_encode(src, tmp_path / f"a{channels}.m4a", "-c:a", "aac")
         y, got_sr = read_all(p)
-        assert got_sr == sr and y.shape == (channels, signal(sr, channels=channels).shape[1])
+        assert got_sr == sr and y.shape[0] == channels
+        # The edit list stores the length in the movie's millisecond timescale.
+        assert abs(y.shape[1] - signal(sr, channels=channels).shape[1]) <= 1
 
 
 @needs_ffmpeg
