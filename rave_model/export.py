@@ -196,8 +196,11 @@ def export_run(
     scripted = build_export(model, fidelity=fidelity, streaming=streaming, prior=prior)
     run_path = Path(run)
     if output is None:
-        name = run_path.name if run_path.is_dir() else run_path.parent.parent.name
-        output = (run_path if run_path.is_dir() else run_path.parent) / f"{name}{'_streaming' if streaming else ''}.ts"
+        run_dir = run_path
+        if run_path.is_file():
+            # RUN/checkpoints/last.ckpt -> RUN; any other checkpoint file -> its folder.
+            run_dir = run_path.parent.parent if run_path.parent.name == "checkpoints" else run_path.parent
+        output = run_dir / f"{run_dir.resolve().name}{'_streaming' if streaming else ''}.ts"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

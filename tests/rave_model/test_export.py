@@ -161,6 +161,31 @@ def test_pca_round_trip_matches_the_model(run):
     assert torch.allclose(decoded, reference, atol=1e-4)
 
 
+@pytest.mark.parametrize("overrides", [["model.causal=false"], ["model.causal=false", "model.architecture=v2", "model.dilations=[[1, 3], [1], [1]]", "model.amplitude_modulation=true"], ["data.channels=2"]], ids=["v1-noncausal", "v2-noncausal", "stereo"])
+def test_streaming_export_of_other_architectures(tmp_path, overrides):
+    """Non-causal models stream through delayed residual skips; stereo keeps its channels."""
+    _, model = make_run(tmp_path, overrides)
+    scripted = build_export(model, fidelity=0.95, streaming=True)
+    c = model.n_channels
+    assert scripted.forward_params.tolist() == [c, 1, c, 1]
+    x = torch.from_numpy(concat(sine(0.4, 16000, 300.0, channels=c), noise(0.4, 16000, 0.3, c))).unsqueeze(0)[..., : 2048 * 5]
+    with torch.no_grad():
+        whole = scripted.forward(x)
+        again = build_export(model, fidelity=0.95, streaming=True)
+        blocks = torch.cat([again.forward(x[..., i : i + 2048]) for i in range(0, x.shape[-1], 2048)], -1)
+    assert whole.shape == x.shape and whole.abs().max() > 1e-3
+    assert (whole - blocks).abs().max() < 1e-4
+
+
+def test_default_output_name(tmp_path):
+    from rave_model.export import export_run
+
+    root, _ = make_run(tmp_path / "my-run")
+    path, info = export_run(root / "checkpoints" / "last.ckpt", streaming=True)
+    assert path == root / "my-run_streaming.ts" and path.is_file()
+    assert info["latent_dims"] == 5 and info["stage"] == "adversarial" and info["step"] == 7
+
+
 def test_prior_method_is_wired_when_given(run):
     from rave_model.prior import LatentPrior
 
