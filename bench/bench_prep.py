@@ -124,7 +124,8 @@ def limit(files: list[Path], sr: int, jobs: int) -> float:
     import multiprocessing as mp
 
     # Same as prep's workers: spawned, one BLAS thread each (OMP_NUM_THREADS=1 is
-    # set by main() and inherited).
+    # set by main() and inherited), largest files started first as prep does.
+    files = sorted(files, key=lambda f: -f.stat().st_size)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(_decode_resample, [str(f) for f in files], [sr] * len(files), [1] * len(files)))

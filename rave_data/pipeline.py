@@ -4,9 +4,9 @@ decode -> channels -> resample -> trim silence -> (measure) -> normalise ->
 write the processed audio + cut LMDB examples -> (each augmented variant).
 
 Everything streams in blocks; the only whole-file state is the :class:`Spool`
-that holds the processed stream (on disk beyond 32 MB) until the
+that holds the processed stream (on disk beyond 64 MB) until the
 normalisation gain is known. The worker never touches the LMDB: it leaves each
-output's examples in a raw int16 file under ``out/.ravedata/work`` and the
+output's examples (encoded) in a batch file under ``out/.ravedata/work`` and the
 parent commits them in sorted source order, so keys do not depend on
 ``--jobs`` (see :mod:`rave_data.prep`).
 """
@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from rave_data import __version__
+from rave_data.dataset.codec import encode_waveform
+from rave_data.dataset.writer import write_value
 from rave_data.settings import PrepSettings
 from rave_data.spool import Spool
 
@@ -82,16 +84,22 @@ def output_name(rel: str, fmt: str, variant: int | None = None) -> str:
 
 def to_int16(x: np.ndarray) -> np.ndarray:
     """float [-1, 1] -> int16, rounded, symmetric (+-32767, as acids-rave scales)."""
-    return np.clip(np.rint(x * 32767.0), -32767, 32767).astype(np.int16)
+    y = np.multiply(x, np.float32(32767.0), dtype=np.float32)
+    np.rint(y, out=y)  # in place: one temporary for the whole conversion
+    np.clip(y, -32767, 32767, out=y)
+    return y.astype(np.int16)
 
 
 class _Examples:
-    """Cuts an int16 stream into [channels, frames] examples, appended to a raw
-    file; the tail that does not fill a whole example is counted, not written."""
+    """Cuts an int16 stream into [channels, frames] examples, encoded as
+    AudioExample values into a batch file (the encoding runs here, in the
+    parallel workers); the tail that does not fill a whole example is counted,
+    not written."""
 
-    def __init__(self, path: Path, channels: int, frames: int) -> None:
+    def __init__(self, path: Path, channels: int, frames: int, sr: int) -> None:
         self.path = path
         self.frames = frames
+        self.sr = sr
         self.count = 0
         self._buf = np.zeros((channels, frames), np.int16)
         self._fill = 0
@@ -105,7 +113,7 @@ class _Examples:
             self._fill += n
             pos += n
             if self._fill == self.frames:
-                self._file.write(self._buf.tobytes())
+                write_value(self._file, encode_waveform(self._buf, self.sr))
                 self.count += 1
                 self._fill = 0
 
@@ -115,7 +123,7 @@ class _Examples:
         if pad_short and self.count == 0 and self._fill:
             # Zero-pad a file shorter than one example into one example.
             self._buf[:, self._fill :] = 0
-            self._file.write(self._buf.tobytes())
+            write_value(self._file, encode_waveform(self._buf, self.sr))
             self.count, dropped = 1, 0
         self._file.close()
         return dropped
@@ -134,7 +142,7 @@ def _emit(
 
     audio_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
-    cutter = _Examples(examples_path, s.channels, s.example_frames)
+    cutter = _Examples(examples_path, s.channels, s.example_frames, s.sr)
     frames = 0
     try:
         subtype = "PCM_16" if s.bits == 16 else "PCM_24"
@@ -158,7 +166,7 @@ def _emit(
 def _scaled(spool: Spool, gain: float) -> Iterator[np.ndarray]:
     g = np.float32(gain)
     for block in spool.blocks(BLOCK_FRAMES):
-        yield block * g
+        yield block if gain == 1.0 else block * g
 
 
 def _segments(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]:
@@ -291,7 +299,7 @@ def process_source(job: SourceJob) -> SourceResult:
         steps = steps + [{"name": "quantize", "params": {"bits": s.bits, "lmdb": "int16"}}]
 
         out_rel = output_name(job.rel, s.format)
-        ex_path = work / f"{tag}.orig.i16"
+        ex_path = work / f"{tag}.orig.examples"
         frames, n_ex, dropped = _emit(_scaled(spool, gain), Path(job.out_dir) / out_rel, ex_path, s)
         result.short = frames < s.example_frames
         result.outputs.append(OutputResult(
@@ -329,7 +337,7 @@ def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, step
         chain = plan.sample(variant_rng(s.seed, job.rel, v))
         record = chain.to_record()
         out_rel = output_name(job.rel, s.format, v)
-        ex_path = Path(job.work_dir) / f"{tag}.aug{v:02d}.i16"
+        ex_path = Path(job.work_dir) / f"{tag}.aug{v:02d}.examples"
         stream = (chain.apply(x, s.sr) for x in _segments(_scaled(spool, gain), seg))
         try:
             frames, n_ex, dropped = _emit(stream, Path(job.out_dir) / out_rel, ex_path, s)

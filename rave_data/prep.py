@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from rave_data import __version__
 from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_atomic, write_manifest
 from rave_data.dataset.metadata import dataset_metadata, write_metadata
-from rave_data.dataset.writer import ExampleWriter
+from rave_data.dataset.writer import ExampleWriter, read_values
 from rave_data.lock import FolderLock, LockedError
 from rave_data.pipeline import SourceJob, SourceResult, output_name, process_source
 from rave_data.settings import PrepSettings
@@ -209,7 +208,8 @@ def _prep_locked(
 
         progress.start(len(todo), sum(sizes.get(j.rel, 0) for j in todo))
         try:
-            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0))):
+            weights = [sizes.get(j.rel, 0) for j in todo]
+            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0)), weights):
                 _commit(result, settings, records, out_dir, store, writer, stats)
         finally:
             progress.stop()
@@ -254,14 +254,6 @@ def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: E
     writer.delete(k.encode() for line in record["outputs"] for k in line["keys"])
 
 
-def _examples(path: str, channels: int, frames: int) -> Iterator[np.ndarray]:
-    """Read back a worker's raw int16 example file one example at a time."""
-    size = channels * frames * 2
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            yield np.frombuffer(chunk, dtype=np.int16).reshape(channels, frames)
-
-
 def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,
             store: ManifestStore, writer: ExampleWriter, stats: RunStats) -> None:
     """Put one processed source into the dataset (replacing its old version)."""
@@ -279,7 +271,7 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
     lines = []
     for out in result.outputs:
         line = dict(out.line)
-        line["keys"] = writer.append(_examples(out.examples_path, settings.channels, settings.example_frames)) if out.examples_path else []
+        line["keys"] = writer.append(read_values(out.examples_path)) if out.examples_path else []
         if out.examples_path:
             os.unlink(out.examples_path)
         lines.append(line)
@@ -315,8 +307,13 @@ def _spawn_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None]) -> Iterator[SourceResult]:
+def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
+         weights: Sequence[int] = ()) -> Iterator[SourceResult]:
     """Results of ``todo`` in its (sorted) order, computed by ``jobs`` processes.
+
+    Work is *started* largest first (``weights``: file sizes), so one long file
+    does not start last and run alone at the end; results are still *yielded*
+    in ``todo`` order, which is what makes the keys independent of ``--jobs``.
 
     ``done`` is called as each finishes (any order) for the progress bar. A
     worker that dies (a decoder crashing the process) costs only its source:
@@ -332,7 +329,8 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None])
     broken: list[int] = []
     next_i = 0
     with _spawn_pool(min(jobs, len(todo))) as pool:
-        futures: dict[Future[SourceResult], int] = {pool.submit(process_source, j): i for i, j in enumerate(todo)}
+        order = sorted(range(len(todo)), key=lambda i: -weights[i]) if weights else range(len(todo))
+        futures: dict[Future[SourceResult], int] = {pool.submit(process_source, todo[i]): i for i in order}
         for fut in as_completed(futures):
             i = futures[fut]
             try:

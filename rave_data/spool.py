@@ -3,7 +3,8 @@
 Normalising needs the peak or loudness of the *whole* processed file before
 the first sample can be written, and decoding + resampling twice would double
 the cost of ``prep``. So the processed stream is spooled once: in memory while
-small, spilled to a raw float32 temp file beyond :data:`MEMORY_BYTES`, which
+small, spilled to a raw float32 temp file beyond :data:`MEMORY_BYTES` (64 MB: a
+few minutes of audio stay in RAM), which
 keeps a 2-hour 96 kHz file from ever being held whole in RAM.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-MEMORY_BYTES = 32 * 1024**2
+MEMORY_BYTES = 64 * 1024**2
 
 
 class Spool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -17,6 +18,26 @@ INITIAL_MAP_SIZE = 64 * 1024**2
 #: Values buffered per write transaction: bounds the writer's memory (LMDB keeps
 #: a transaction's dirty pages in RAM until commit) whatever the file length.
 TXN_BYTES = 64 * 1024**2
+
+
+def write_value(f: BinaryIO, value: bytes) -> None:
+    """Append one encoded example to a batch file (8-byte little-endian length + bytes).
+
+    Workers encode their examples into such a file, in parallel; the single
+    process that owns the LMDB then only copies values in (see ``prep``)."""
+    f.write(len(value).to_bytes(8, "little"))
+    f.write(value)
+
+
+def read_values(path: Path | str) -> Iterator[bytes]:
+    """The values of a batch file written by :func:`write_value`, in order."""
+    with open(path, "rb") as f:
+        while head := f.read(8):
+            n = int.from_bytes(head, "little")
+            value = f.read(n)
+            if len(head) != 8 or len(value) != n:
+                raise ValueError(f"{path}: truncated example batch")
+            yield value
 
 
 def format_key(index: int) -> bytes:
@@ -110,8 +131,9 @@ class ExampleWriter:
         if keys:
             self.db.write(deletes=keys)
 
-    def append(self, examples: Iterable[np.ndarray]) -> list[str]:
-        """Store ``examples`` (each int16 [channels, frames]) and return their keys.
+    def append(self, examples: Iterable[np.ndarray | bytes]) -> list[str]:
+        """Store ``examples`` (each int16 [channels, frames], or an already
+        encoded AudioExample) and return their keys.
 
         Written in transactions of about :data:`TXN_BYTES` so memory stays
         bounded for hour-long sources; callers make the batch visible as a whole
@@ -123,7 +145,7 @@ class ExampleWriter:
         for example in examples:
             key = format_key(self._next)
             self._next += 1
-            value = encode_waveform(example, self.sr)
+            value = example if isinstance(example, bytes) else encode_waveform(example, self.sr)
             batch.append((key, value))
             keys.append(key.decode())
             size += len(value)
