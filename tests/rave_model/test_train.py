@@ -261,3 +261,19 @@ def test_ravemodel_fit_refuses_bad_input_in_one_line(dataset, tmp_path, bin_dir,
 def test_ravemodel_fit_missing_dataset(tmp_path, bin_dir):
     proc = subprocess.run(_fit_cmd(bin_dir, tmp_path / "nowhere", tmp_path / "run"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "nowhere: no data.mdb" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt_io.save_atomic({"config": {}, "model": {"w": torch.ones(3)}, "step": 1}, path)
+
+    def disk_full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ckpt_io.save_atomic({"config": {}, "model": {"w": torch.zeros(3)}, "step": 2}, path)
+    monkeypatch.undo()
+    assert ckpt_io.load(path)["step"] == 1  # the old file, intact
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no *.tmp left behind
