@@ -193,6 +193,9 @@ def fit(
 
     dev = torch.device(group.device) if group is not None else pick_device(device)
     is_main = rank == 0
+    if dev.type == "cuda":
+        # Every step has the same shapes: let cuDNN pick its fastest kernels once.
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(int(cfg.train.seed))
     model = RAVE(cfg)
     if ckpt is not None:
