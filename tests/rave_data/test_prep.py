@@ -241,3 +241,27 @@ def test_a_write_failure_skips_that_source_only(tmp_path):
     [skip] = r["run"]["skipped"]
     assert skip["source"] == "sub/x.wav" and skip["reason"].startswith("failed: ")
     assert [x["source"] for x in read_manifest(out / "manifest.jsonl")] == ["ok.wav"]
+
+
+def test_examples_of_an_uncommitted_source_are_swept_on_the_next_run(tmp_path):
+    """The state a kill -9 leaves between writing a source's examples and
+    committing its record: the next run removes them and redoes the source."""
+    from rave_data.dataset.writer import ExampleWriter
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    write(src / "a.wav", sine(1.0, SR), SR)
+    prep(src, out, PrepSettings(**SMALL), jobs=1)
+    complete = _lmdb_items(out)
+    write(src / "b.wav", sine(1.0, SR, freq=550), SR)
+    w = ExampleWriter(out, SR)  # "the killed run" got this far for b.wav
+    w.append([np.zeros((1, 4096), np.int16)] * 3)
+    w.close()
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1)
+    assert r["run"]["recovered_keys"] == 3 and r["run"]["processed"] == 1
+    items = _lmdb_items(out)
+    assert set(complete.items()) < set(items.items())
+    from rave_data.dataset.codec import encode_waveform
+
+    assert encode_waveform(np.zeros((1, 4096), np.int16), SR) not in items.values()  # the orphans are gone
+    lines = read_manifest(out / "manifest.jsonl")
+    assert sorted(k.encode() for x in lines for k in x["keys"]) == sorted(items)
