@@ -28,6 +28,9 @@ def export_cmd(
     if which not in ("last", "best"):
         typer.echo(f"ravemodel export: error: --checkpoint must be last or best, got {which!r}", err=True)
         raise typer.Exit(1)
+    if not run.exists():  # answer before paying for the torch import
+        typer.echo(f"ravemodel export: error: {run}: no such run folder or checkpoint file", err=True)
+        raise typer.Exit(1)
     from rave_model.export import export_run
 
     try:
