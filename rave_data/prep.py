@@ -94,7 +94,7 @@ def prep(
     state = out_dir / STATE_DIR
     try:
         with FolderLock(state / "lock", str(out_dir)):
-            stats = _prep_locked(in_dir, out_dir, settings, jobs or os.cpu_count() or 1, include, exclude, overwrite, progress)
+            stats = _prep_locked(in_dir, out_dir, settings, jobs or _cores(), include, exclude, overwrite, progress)
             from rave_data.report import build_report
 
             report = build_report(in_dir, out_dir, settings, stats, _records(out_dir), time.monotonic() - t0)
@@ -104,6 +104,15 @@ def prep(
             return report
     except LockedError as exc:
         raise PrepError(str(exc)) from None
+
+
+def _cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer
+    than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _check_folders(in_dir: Path, out_dir: Path) -> None:

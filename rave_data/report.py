@@ -86,6 +86,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"(+{_hms(ds['hours_out_augmented'])} augmented); silence trimmed {ds['seconds_trimmed']:.1f} s; "
         f"tails not filling an example {ds['seconds_dropped']:.1f} s",
     ]
+    if not run["files_found"]:
+        out.append(f"no audio files found under {report['input']} (extensions: see docs/prep.md)")
     if run["recovered_keys"]:
         out.append(f"recovered from an interrupted run: removed {run['recovered_keys']} uncommitted examples")
     for skip in run["skipped"]:
