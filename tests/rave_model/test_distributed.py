@@ -251,6 +251,7 @@ def _assert_same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_resumes_alone(
     tmp_path: Path, bin_dir: Path
 ) -> None:
@@ -296,30 +297,53 @@ def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_res
     assert done["done"] == ["vae", "adversarial", "prior"] and done["data"]["world_size"] == 1
 
 
-def test_the_same_command_runs_under_torchrun(tmp_path: Path, bin_dir: Path) -> None:
-    """torchrun sets the variables --nproc sets: the training code is the same."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_same_command_runs_under_torchrun_as_two_nodes(tmp_path: Path, bin_dir: Path) -> None:
+    """Two torchrun "machines" (static rendezvous, one process each) run the unchanged
+    command; only node 0 holds the run folder, and resuming works because rank 0
+    reads the checkpoint for everyone."""
     import torch
 
     from rave_model.train import checkpoint as ckpt_io
     from tests.rave_model.datasets import tiny_examples, write_dataset
 
     ds = write_dataset(tmp_path / "ds", tiny_examples(12))
-    run, dump = tmp_path / "run", tmp_path / "dump"
+    dump = tmp_path / "dump"
     sets = [a for s in FIT_SETS for a in ("--set", s)]
-    # `--` keeps torchrun from reading our options (it would take --run for its --run-path).
-    cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "rave_model", "--",
-           "fit", str(ds), "--preset", "tiny", "--run", str(run), "--device", "cpu", *sets, "--max-steps", "1"]
-    proc = subprocess.run(cmd, env={**os.environ, "RAVE_DIST_DUMP": str(dump)}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count("stopped at vae step 1/2") == 1, proc.stderr
-    r0, r1 = (torch.load(dump / f"final.rank{r}.pt", weights_only=False) for r in (0, 1))
-    # Stopped mid-stage: BatchNorm running statistics are each rank's own since the
-    # last forward (DDP copies rank 0's at the start of each forward and the runner
-    # at each stage end; rank 0's go into the checkpoint). Everything else is equal.
-    for r in (r0, r1):
-        r["model"] = {k: v for k, v in r["model"].items() if "running_" not in k}
-    _assert_same(r0, r1, "final")
-    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["data"]["world_size"] == 2
+
+    def node(rank: int, port: int) -> subprocess.Popen:
+        # `--` keeps torchrun from reading our options (it would take --run for its --run-path).
+        cmd = [str(bin_dir / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "rave_model", "--",
+               "fit", str(ds), "--preset", "tiny", "--run", str(tmp_path / f"run-node{rank}"), "--device", "cpu",
+               *sets, "--max-steps", "1"]
+        env = {**os.environ, "RAVE_DIST_DUMP": str(dump)}
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    for attempt in (1, 2):  # a fresh run, then the same command resumes it
+        port = _free_port()
+        procs = [node(0, port), node(1, port)]
+        outs = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert outs[0][1].count(f"stopped at vae step {attempt}/2") == 1, outs[0][1]
+        r0, r1 = (torch.load(dump / f"final.rank{r}.pt", weights_only=False) for r in (0, 1))
+        # Stopped mid-stage: BatchNorm running statistics are each rank's own since
+        # the last forward (DDP copies rank 0's at the start of each forward, the
+        # runner at each stage end; rank 0's are checkpointed). All else is equal.
+        for r in (r0, r1):
+            r["model"] = {k: v for k, v in r["model"].items() if "running_" not in k}
+        _assert_same(r0, r1, f"attempt {attempt}")
+    ckpt = ckpt_io.load(tmp_path / "run-node0" / "checkpoints" / "last.ckpt")
+    assert ckpt["step"] == 2 and ckpt["data"]["world_size"] == 2
+    assert not list((tmp_path / "run-node1").rglob("*.ckpt")), "rank 1 wrote no checkpoint"
 
 
 def test_ravemodel_fit_nproc_reports_bad_input_once_naming_a_rank(tmp_path: Path, bin_dir: Path) -> None:
@@ -338,6 +362,7 @@ def test_ravemodel_fit_nproc_reports_bad_input_once_naming_a_rank(tmp_path: Path
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path: Path, bin_dir: Path) -> None:
     """A scheduler ending the job: the launcher passes SIGTERM on as Ctrl-C, the ranks
     agree to stop after the same step, rank 0 saves, and nothing is left running."""
