@@ -38,7 +38,8 @@ def fit_command(
         from rave_model.train.launch import relaunch
 
         raise typer.Exit(relaunch(nproc, sys.argv))
-    from rave_model.train.distributed import ranks_from_env, worker_errors
+    from rave_model.train.distributed import ranks_from_env
+    from rave_model.train.failures import worker_errors
 
     # OSError: an unreadable dataset file, a full disk while saving (the
     # previous checkpoint stays, see checkpoint.save_atomic).

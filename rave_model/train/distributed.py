@@ -16,21 +16,18 @@ training loop calls these helpers unconditionally:
   collectives a training loop needs.
 - :func:`wrap_model` / :func:`unwrap_model`: DistributedDataParallel in one place.
 - :func:`rescale_offset`: a data position saved by N processes, for M.
-- :func:`worker_errors`: records a rank's failure so the launcher can name it.
+
+How a failing rank is reported is in :mod:`rave_model.train.failures`.
 
 torch is imported inside functions: ``ravemodel --help`` and the launcher parent
 (which only starts processes) never pay for it.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +36,6 @@ T = TypeVar("T")
 
 # Set by rave_model.train.launch for the processes it starts (never by torchrun).
 STORE_ENV = "RAVE_DIST_STORE"
-ERROR_DIR_ENV = "RAVE_DIST_ERROR_DIR"
 # A debugging aid: every rank saves its final state there (see dump_state).
 DUMP_ENV = "RAVE_DIST_DUMP"
 
@@ -374,7 +370,7 @@ def dump_state(model: "torch.nn.Module", stage: Any = None, tag: str = "final") 
     import torch
 
     state = {"model": model.state_dict(), "stage": stage.state_dict() if stage is not None else {}}
-    path = Path(folder) / f"{tag}.rank{_own_rank()}.pt"
+    path = Path(folder) / f"{tag}.rank{own_rank()}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
 
@@ -395,74 +391,10 @@ def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_si
     return consumed // world_size // batch_size * batch_size
 
 
-def _error_report(exc: BaseException, rank: int, expected: bool) -> dict[str, Any]:
-    text = str(exc).strip()
-    return {
-        "rank": rank,
-        "time": time.time(),
-        "type": type(exc).__name__,
-        "message": text.splitlines()[0] if text else type(exc).__name__,
-        # An expected error (bad input, divergence) is explained by its message;
-        # anything else is a bug, whose traceback the launcher shows.
-        "expected": expected,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    }
-
-
-def _own_rank() -> int:
-    # The environment is the truth even before setup() or after teardown().
+def own_rank() -> int:
+    """This process's rank: from the environment, which is right even before
+    :func:`setup` and after :func:`teardown`."""
     try:
         return ranks_from_env()[0]
     except ValueError:
         return _CURRENT.rank
-
-
-def record_error(exc: BaseException, expected: bool = False) -> None:
-    """Write this rank's failure where the launcher looks for it.
-
-    Under our launcher: ``$RAVE_DIST_ERROR_DIR/rank<R>.json``. Under torchrun: its
-    ``TORCHELASTIC_ERROR_FILE``, so torchrun's failure summary shows our error too.
-    The write is atomic, so a launcher never reads half a report.
-    """
-    rank = _own_rank()
-    err_dir = os.environ.get(ERROR_DIR_ENV)
-    if err_dir:
-        path = Path(err_dir) / f"rank{rank}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_error_report(exc, rank, expected)))
-        os.replace(tmp, path)
-    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
-
-        ErrorHandler().record_exception(exc)
-
-
-def under_launcher() -> bool:
-    """True in a process started by :func:`rave_model.train.launch.launch_local`."""
-    return bool(os.environ.get(ERROR_DIR_ENV))
-
-
-@contextlib.contextmanager
-def worker_errors(expected: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Record any exception escaping the block (see :func:`record_error`).
-
-    Under our launcher the process then exits with status 1 without printing: the
-    launcher reports the first failure once, naming its rank, instead of N processes
-    printing N errors (most of them "peer closed the connection"). Elsewhere (a
-    single process, torchrun) the exception goes on to the caller's handler.
-    ``expected``: error types whose one-line message says it all (no traceback).
-    Ctrl-C and ``SystemExit(0)`` are not failures.
-    """
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise
-    except SystemExit as e:
-        if e.code not in (0, None):
-            record_error(e, expected=True)
-        raise
-    except BaseException as e:
-        record_error(e, expected=isinstance(e, expected))
-        if under_launcher():
-            raise SystemExit(1) from None
-        raise

@@ -15,7 +15,6 @@ This module does not import torch: the parent only starts and watches processes.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -28,31 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from rave_model.train.distributed import ERROR_DIR_ENV, STORE_ENV, launched
-
-
-@dataclass(frozen=True)
-class RankFailure:
-    """The failure that stopped a launch."""
-
-    rank: int
-    returncode: int
-    error_type: str | None = None
-    message: str | None = None
-    traceback: str | None = None
-    expected: bool = False  # bad input or divergence: the message says it all
-
-    def describe(self) -> str:
-        """One line: which rank failed and why."""
-        if self.message is not None:
-            return f"rank {self.rank} failed: {self.error_type}: {self.message}"
-        if self.returncode < 0:
-            try:
-                name = signal.Signals(-self.returncode).name
-            except ValueError:
-                name = f"signal {-self.returncode}"
-            return f"rank {self.rank} was killed by {name}"
-        return f"rank {self.rank} exited with status {self.returncode}"
+from rave_model.train.distributed import STORE_ENV, launched
+from rave_model.train.failures import ERROR_DIR_ENV, INTERRUPTED, RankFailure, first_failure
 
 
 @dataclass(frozen=True)
@@ -60,10 +36,6 @@ class LaunchResult:
     returncode: int  # 0 when every rank finished cleanly
     failure: RankFailure | None = None
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM, checkpoint saved
-
-
-# The exit status of a worker stopped by Ctrl-C after saving (128 + SIGINT).
-INTERRUPTED = 130
 
 
 def worker_env(rank: int, nproc: int, store: Path, error_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
@@ -86,42 +58,6 @@ def worker_env(rank: int, nproc: int, store: Path, error_dir: Path, base: Mappin
     # unless the user chose (torchrun does the same with OMP_NUM_THREADS=1).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return env
-
-
-def _read_reports(error_dir: Path) -> list[dict]:
-    reports = []
-    for p in error_dir.glob("rank*.json"):
-        try:
-            reports.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue  # a report being written as we looked; the exit code still counts
-    return reports
-
-
-def first_failure(error_dir: Path, exits: Mapping[int, tuple[float, int]]) -> RankFailure | None:
-    """The failure that came first: the earliest recorded error report, else the
-    earliest abnormal exit. ``exits`` maps rank -> (time seen, return code).
-
-    Once one rank dies, its peers fail too ("connection closed by peer"); those
-    reports come later, so the earliest names the cause.
-    """
-    reports = sorted(_read_reports(error_dir), key=lambda r: r.get("time", float("inf")))
-    if reports:
-        r = reports[0]
-        rank = int(r.get("rank", -1))
-        return RankFailure(
-            rank=rank,
-            returncode=exits.get(rank, (0.0, 1))[1] or 1,
-            error_type=r.get("type"),
-            message=r.get("message"),
-            traceback=r.get("traceback"),
-            expected=bool(r.get("expected", False)),
-        )
-    bad = sorted((t, rank, rc) for rank, (t, rc) in exits.items() if rc not in (0, INTERRUPTED))
-    if bad:
-        _, rank, rc = bad[0]
-        return RankFailure(rank=rank, returncode=rc)
-    return None
 
 
 def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
+from rave_model.train.failures import worker_errors
 from rave_model.train.stage import DataPosition
 
 N_EXAMPLES = 48
@@ -111,7 +112,7 @@ def main() -> None:
     ap.add_argument("--differ", action="store_true")
     a = ap.parse_args()
     try:
-        with dist.worker_errors():
+        with worker_errors():
             train(a.out, a.steps, a.resume, a.fail_rank, a.fail_step, a.stop_rank, a.stop_step, a.differ)
     except Exception as e:
         print(f"error (rank {dist.current().rank}): {e}", file=sys.stderr)

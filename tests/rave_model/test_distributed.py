@@ -22,7 +22,8 @@ import pytest
 from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
 from rave_model.train.stage import DataPosition
-from rave_model.train.launch import first_failure, launch_local, relaunch, strip_option
+from rave_model.train.failures import first_failure
+from rave_model.train.launch import launch_local, relaunch, strip_option
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
