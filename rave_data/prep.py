@@ -183,7 +183,9 @@ def _prep_locked(
 
         sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
         stats.found = len(sources)
-        existing = set(writer.db.keys())
+        # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
+        # needed when the sweep found referenced keys missing.
+        existing = None if writer.consistent else set(writer.db.keys())
         todo: list[SourceJob] = []
         sizes: dict[str, int] = {}
         seen: set[str] = set()
@@ -224,7 +226,7 @@ def _prep_locked(
             progress.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-        n_examples = len(writer.db.keys())
+        n_examples = len(writer.db)
         write_manifest(out_dir / "manifest.jsonl", manifest_lines(records))
         write_metadata(out_dir, dataset_metadata(
             sr=settings.sr, channels=settings.channels, num_signal=settings.num_signal,
@@ -235,10 +237,12 @@ def _prep_locked(
         store.close()
 
 
-def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes]) -> bool:
-    """Every output file and every LMDB key of a committed source still there."""
+def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes] | None) -> bool:
+    """Every output file and every LMDB key of a committed source still there
+    (``existing`` None: all referenced keys are known to exist)."""
     return all(
-        (out_dir / line["output"]).is_file() and all(k.encode() in existing for k in line["keys"])
+        (out_dir / line["output"]).is_file()
+        and (existing is None or all(k.encode() in existing for k in line["keys"]))
         for line in record["outputs"]
     )
 
@@ -254,13 +258,15 @@ def _remove_temp_audio(audio_dir: Path) -> None:
 
 def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: ExampleWriter,
           keep: set[str] = frozenset()) -> None:
-    """Remove a committed source: files first, then its record, then its keys
-    (a crash in between leaves only unreferenced keys, swept next run)."""
+    """Remove a committed source: files, then its keys, then its record. A
+    crash in between leaves a record whose keys are missing, which the next
+    run notices (the source is redone or dropped again), never unreferenced
+    keys below the largest referenced one (see ExampleWriter.sweep)."""
     for line in record["outputs"]:
         if line["output"] not in keep:
             (out_dir / line["output"]).unlink(missing_ok=True)
-    store.forget([record["source"]])
     writer.delete(k.encode() for line in record["outputs"] for k in line["keys"])
+    store.forget([record["source"]])
 
 
 def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,

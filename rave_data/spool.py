@@ -55,14 +55,15 @@ class Spool:
         self._file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
 
     def blocks(self, block_frames: int = 1 << 16) -> Iterator[np.ndarray]:
-        """The spooled stream again, as [channels, <=block_frames] float32 blocks.
-        May be called several times (the original, then each variant)."""
+        """The spooled stream again, in order, as [channels, <=block_frames]
+        float32 blocks (of varying length). May be called several times (the
+        original, then each variant)."""
         if self._file is None:
-            if self._blocks:
-                whole = np.concatenate(self._blocks, axis=1) if len(self._blocks) > 1 else self._blocks[0]
-                self._blocks = [whole]  # concatenate once, not on every pass
-                for start in range(0, whole.shape[1], block_frames):
-                    yield whole[:, start : start + block_frames]
+            # The stored blocks as they came (no concatenation: that would
+            # double the memory held), split when longer than asked.
+            for block in self._blocks:
+                for start in range(0, block.shape[1], block_frames):
+                    yield block[:, start : start + block_frames]
             return
         self._file.flush()
         frame_bytes = 4 * self.channels

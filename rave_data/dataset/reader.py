@@ -93,11 +93,34 @@ class Dataset:
             return self.env.begin()
 
     def keys(self) -> list[bytes]:
-        """Example keys in LMDB (sorted) order; gaps are allowed."""
+        """Example keys in LMDB (sorted) order; gaps are allowed.
+
+        Taken from prep's ``manifest.jsonl`` when it lists exactly as many keys
+        as the LMDB holds: walking an LMDB cursor makes py-lmdb touch every
+        page of every value, i.e. read the whole dataset from disk, just to
+        start training. Otherwise (acids-rave datasets), the cursor it is.
+        """
         if self._keys is None:
-            with self._begin() as txn:
-                self._keys = list(txn.cursor().iternext(values=False))
+            self._keys = self._manifest_keys() or self._cursor_keys()
         return self._keys
+
+    def _cursor_keys(self) -> list[bytes]:
+        with self._begin() as txn:
+            return list(txn.cursor().iternext(values=False))
+
+    def _manifest_keys(self) -> list[bytes] | None:
+        from rave_data.dataset.manifest import read_manifest
+
+        path = self.path / "manifest.jsonl"
+        if not path.is_file():
+            return None
+        try:
+            keys = sorted({k.encode() for line in read_manifest(path) for k in line.get("keys", ())})
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+        with self._begin() as txn:
+            entries = int(txn.stat(self.env.open_db())["entries"])
+        return keys if len(keys) == entries else None
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -114,9 +137,14 @@ class Dataset:
         """Example ``item`` (an index into :meth:`keys`, or a key) as int16
         [channels, n]."""
         if isinstance(item, (int, np.integer)):
-            key = self.keys()[int(item)]
-        else:
-            key = item.encode() if isinstance(item, str) else bytes(item)
+            try:
+                return self._decode(self.keys()[int(item)])[0]
+            except KeyError:
+                # A manifest older than the LMDB (an interrupted prep, same
+                # count by chance): list the LMDB itself and try again.
+                self._keys = self._cursor_keys()
+                return self._decode(self.keys()[int(item)])[0]
+        key = item.encode() if isinstance(item, str) else bytes(item)
         return self._decode(key)[0]
 
     @property

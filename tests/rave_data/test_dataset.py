@@ -131,3 +131,33 @@ def test_reader_then_writer_in_one_process(tmp_path):
     w.close()
     np.testing.assert_array_equal(open_dataset(tmp_path).read(1), _examples(1, 1, 256, seed=5)[0])
     assert ds.read(0).shape == (1, 256)
+
+
+def test_sweep_checks_every_key_when_counts_disagree(tmp_path):
+    w = ExampleWriter(tmp_path, sr=8000)
+    keys = [k.encode() for k in w.append(_examples(4, 1, 256))]
+    # Referenced: 0 and 3 and a missing 9; 1 and 2 are stray keys below the top.
+    swept = w.sweep({keys[0], keys[3], b"00000009"})
+    assert sorted(swept) == [keys[1], keys[2]] and not w.consistent
+    assert w.sweep({keys[0], keys[3]}) == [] and w.consistent
+    assert w.append(_examples(1, 1, 256)) == ["00000004"]
+    w.close()
+
+
+def test_reader_takes_keys_from_a_matching_manifest_only(tmp_path):
+    w = ExampleWriter(tmp_path, sr=8000)
+    examples = _examples(5, 1, 256)
+    keys = w.append(examples)
+    w.db.write(deletes=[b"00000001"])  # a gap, as incremental runs leave
+    w.close()
+    line = {"source": "x", "kind": "original", "keys": [k for k in keys if k != "00000001"]}
+    write_manifest(tmp_path / "manifest.jsonl", [line])
+    ds = open_dataset(tmp_path)
+    assert ds.keys() == ds._cursor_keys() == [k.encode() for k in line["keys"]]
+    # A stale manifest with the right count but a deleted key: the LMDB wins.
+    write_manifest(tmp_path / "manifest.jsonl", [dict(line, keys=["00000000", "00000001", "00000002", "00000003"])])
+    ds = open_dataset(tmp_path)
+    np.testing.assert_array_equal(ds.read(1), examples[2])
+    # A manifest that does not match the count is ignored.
+    write_manifest(tmp_path / "manifest.jsonl", [dict(line, keys=["00000000"])])
+    assert len(open_dataset(tmp_path)) == 4
