@@ -3,13 +3,15 @@
 model; acids-rave reports about 0.30 steps/s for it on a laptop CPU) measured
 in the same run.
 
-    .venv/bin/python bench/bench_train.py [--threads 2] [--steps 5] [--device cpu]
+    .venv/bin/python bench/bench_train.py [--threads 1,2] [--steps 4] [--device cpu] [--presets small,v1]
 
 Every number comes from this run: a synthetic LMDB dataset is written to a
 temporary folder, each stage is built through the real Stage classes and
 timed over ``--steps`` steps after one warm-up step (data loading included,
 as in training, through the real DataLoader stream). Printed per row: steps/s,
-audio-seconds trained per wall-second, and the ratio to the v1 row.
+audio-seconds trained per wall-second, CPU seconds per step, and the ratios to
+the v1 row (by wall time and by CPU time: on a shared machine the CPU ratio is
+the steadier one).
 """
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ def write_dataset(folder: Path, sr: int, frames: int, n: int) -> Path:
     return write(folder, examples, sr=sr)
 
 
-def time_stage(preset: str, stage_name: str, dataset: Path, steps: int, device: str, overrides: list[str]) -> float:
-    """Steps per second of ``stage_name`` for ``preset`` (after one warm-up step)."""
+def time_stage(preset: str, stage_name: str, dataset: Path, steps: int, device: str, overrides: list[str]) -> tuple[float, float]:
+    """(steps per wall second, CPU seconds per step) of ``stage_name`` for
+    ``preset``, after warm-up. CPU time is what a busy shared machine does not
+    inflate (other jobs delay us but do not add to our CPU time)."""
     import torch
 
     from rave_model.config import load_config
@@ -61,18 +65,18 @@ def time_stage(preset: str, stage_name: str, dataset: Path, steps: int, device: 
             stage.train_step(next(batches)[0], step)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for step in range(steps):
             batch, _ = next(batches)
             stage.train_step(batch, step)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), (time.process_time() - c0) / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2", help="torch threads; a comma list runs each (e.g. 1,2)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--presets", default="small,v1")
@@ -82,24 +86,30 @@ def main() -> None:
 
     from rave_model.config import load_config
 
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device {args.device}, {args.steps} timed steps per row")
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"torch {torch.__version__}, device {args.device}, batch 8, {args.steps} timed steps per row")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets.split(","):
-            cfg = load_config(preset, ["train.batch_size=8"])
-            ds = write_dataset(Path(tmp) / preset, cfg.data.sr, 2 * cfg.data.n_signal, 10)
-            for stage in ("vae", "adversarial"):
-                rate = time_stage(preset, stage, ds, args.steps, args.device, ["train.batch_size=8"])
-                audio = rate * cfg.train.batch_size * cfg.data.n_signal / cfg.data.sr
-                rows.append((preset, stage, rate, audio))
-                print(f"  measured {preset:6s} {stage:12s} {rate:7.3f} steps/s", flush=True)
-    base = {stage: rate for preset, stage, rate, _ in rows if preset == "v1"}
+        datasets = {}
+        for i, preset in enumerate(args.presets.split(",")):
+            cfg = load_config(preset)
+            datasets[preset] = (cfg, write_dataset(Path(tmp) / f"{i}-{preset}", cfg.data.sr, 2 * cfg.data.n_signal, 10))
+        for n in threads:
+            torch.set_num_threads(n)
+            for preset, (cfg, ds) in datasets.items():
+                for stage in ("vae", "adversarial"):
+                    rate, cpu = time_stage(preset, stage, ds, args.steps, args.device, ["train.batch_size=8"])
+                    audio = rate * 8 * cfg.data.n_signal / cfg.data.sr
+                    rows.append((n, preset, stage, rate, audio, cpu))
+                    print(f"  measured {n} thr {preset:6s} {stage:12s} {rate:7.3f} steps/s  {cpu:6.2f} CPU s/step", flush=True)
+    base = {(n, stage): (rate, cpu) for n, preset, stage, rate, _, cpu in rows if preset == "v1"}
     print()
-    print(f"{'preset':8s}{'stage':13s}{'steps/s':>9s}{'audio s/s':>11s}{'vs v1':>8s}")
-    for preset, stage, rate, audio in rows:
-        ratio = f"{rate / base[stage]:.2f}x" if stage in base else "-"
-        print(f"{preset:8s}{stage:13s}{rate:9.3f}{audio:11.2f}{ratio:>8s}")
+    print(f"{'threads':>7s}  {'preset':8s}{'stage':13s}{'steps/s':>9s}{'audio s/s':>11s}{'CPU s/step':>12s}{'vs v1 (wall)':>14s}{'vs v1 (CPU)':>13s}")
+    for n, preset, stage, rate, audio, cpu in rows:
+        b = base.get((n, stage))
+        wall = f"{rate / b[0]:.2f}x" if b else "-"
+        cpu_ratio = f"{b[1] / cpu:.2f}x" if b else "-"
+        print(f"{n:7d}  {preset:8s}{stage:13s}{rate:9.3f}{audio:11.2f}{cpu:12.2f}{wall:>14s}{cpu_ratio:>13s}")
     print("\nreference: acids-rave v1 on a laptop CPU, batch 8: about 0.30 steps/s")
 
 
