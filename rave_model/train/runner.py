@@ -212,6 +212,10 @@ def fit(
     log.info(f"dataset {dataset}: {len(data.train_idx)} training / {len(data.val_idx)} validation examples, {data.source.sr} Hz, {data.source.channels} ch")
     if ckpt is not None:
         log.info(f"resuming {run_dir}: stage {ckpt['stage']}, step {ckpt['step']}, done: {', '.join(ckpt['done']) or '-'}")
+        before, now = ckpt.get("provenance") or {}, provenance(ctx)
+        for key, what in (("dataset", "dataset"), ("augment", "augmentation plan (--augment-config)")):
+            if key in before and before[key] != now[key]:
+                log.info(f"note: this run started with another {what}; continuing with the one given now")
     elif is_main:
         log.text("config", "```\n" + _to_toml(cfg.to_dict()) + "\n```")
 
@@ -307,6 +311,22 @@ def human_count(n: int) -> str:
     return str(n)
 
 
+def provenance(ctx: TrainContext) -> dict[str, Any]:
+    """How the run was made, stored in every checkpoint: versions, the dataset,
+    the online augmentation plan (or None)."""
+    import torch
+
+    from rave_model import __version__
+
+    plan = ctx.data.dataset.augment
+    return {
+        "ravemodel": __version__,
+        "torch": torch.__version__,
+        "dataset": str(Path(ctx.data.source.path).resolve()),
+        "augment": plan.to_dict() if plan is not None else None,
+    }
+
+
 def _check_finite(stage: str, step: int, losses: Mapping[str, float], run_dir: Path) -> None:
     for k, v in losses.items():
         if not math.isfinite(v):
@@ -331,6 +351,7 @@ def _save(ctx: TrainContext, stage: Stage, name: str, step: int, done: list[str]
         "rng": ckpt_io.rng_state(),
         "best": best,
         "info": dict(ctx.info),
+        "provenance": provenance(ctx),
     }
     path = ckpt_io.checkpoint_dir(ctx.run_dir) / (ckpt_io.BEST if which == "best" else ckpt_io.LAST)
     ckpt_io.save_atomic(state, path)

@@ -238,8 +238,14 @@ def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
     second = subprocess.run(_fit_cmd(bin_dir, dataset, run, "--augment-config", str(plan)), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr and "stage vae, step 3" in second.stderr
+    assert "note:" not in second.stderr  # same dataset and plan as the first call
     assert "training complete: vae, adversarial" in second.stdout
-    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["done"][:2] == ["vae", "adversarial"]
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert ckpt["done"][:2] == ["vae", "adversarial"]
+    made = ckpt["provenance"]
+    assert made["dataset"] == str(dataset.resolve()) and made["augment"]["steps"][0]["name"] == "gain"
+    third = subprocess.run(_fit_cmd(bin_dir, dataset, run, "--set", "train.adversarial_steps=5"), capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and "note: this run started with another augmentation plan" in third.stderr
 
 
 @pytest.mark.parametrize(
