@@ -249,6 +249,11 @@ def fit(
                 stage.on_start()
                 log.start_stage(name, step, total, int(cfg.train.log_every))
                 batches = stage.batches(position)
+                # The latest value of every loss: stage 2 alternates discriminator and
+                # decoder steps, whose losses differ; displaying and logging the merged
+                # view shows both (logging only the step's own would drop one side
+                # whenever log_every and disc_every share a factor).
+                latest: dict[str, float] = {}
                 while step < total:
                     batch, next_position = next(batches)
                     # The mean over the ranks: what the whole batch did, and a
@@ -257,9 +262,10 @@ def fit(
                     _check_finite(name, step + 1, losses, run_dir)
                     step, position, taken = step + 1, next_position, taken + 1
                     result.history.append((name, step, losses))
-                    log.step(step, losses)
+                    latest.update(losses)
+                    log.step(step, latest)
                     if is_main and step % int(cfg.train.log_every) == 0:
-                        log.scalars(name, losses, step)
+                        log.scalars(name, latest, step)
                     if step % int(cfg.train.val_every) == 0 or step == total:
                         metrics = stage.validate() if is_main else {}
                         if metrics and is_main:

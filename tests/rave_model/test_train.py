@@ -125,6 +125,8 @@ def test_fit_runs_both_stages_and_writes_a_complete_checkpoint(dataset, tmp_path
     events.Reload()
     tags = events.Tags()
     assert {"vae/loss", "vae/kl", "vae/validation/spectral_distance", "adversarial/feature_matching", "adversarial/validation/spectral_distance"} <= set(tags["scalars"])
+    # Logged steps 2 and 4 are decoder steps; the discriminator's loss is logged too.
+    assert [e.step for e in events.Scalars("adversarial/dis")] == [2, 4]
     assert [e.step for e in events.Scalars("vae/loss")] == [2, 4]
     assert {"vae/reconstruction", "adversarial/reconstruction"} <= set(tags["audio"])
 
