@@ -262,12 +262,12 @@ class TrainData:
         if src.sr != int(cfg.data.sr):
             raise DatasetError(
                 f"{where}: dataset is {src.sr} Hz but the preset trains at {cfg.data.sr} Hz "
-                f"(re-run `ravedata prep --sr {cfg.data.sr}` or pass --set data.sr={src.sr})"
+                f"(re-run `ravedata prep --sr {cfg.data.sr}` or leave data.sr unset to follow the dataset)"
             )
         if src.channels != int(cfg.data.channels):
             raise DatasetError(
                 f"{where}: dataset has {src.channels} channel(s) but the preset expects {cfg.data.channels} "
-                f"(re-run `ravedata prep --channels {cfg.data.channels}` or pass --set data.channels={src.channels})"
+                f"(re-run `ravedata prep --channels {cfg.data.channels}` or leave data.channels unset to follow the dataset)"
             )
         if src.example_length < int(cfg.data.n_signal):
             raise DatasetError(

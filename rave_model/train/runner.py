@@ -185,6 +185,7 @@ def fit(
     data = TrainData(dataset, cfg, augment=load_augment_plan(augment_config), rank=rank, world_size=world_size)
     src = data.source  # each machine reads its own copy: they must agree
     distributed.require_same(f"dataset {dataset}", {"examples": len(src), "sr": src.sr, "channels": src.channels, "length": src.example_length})
+    notes = follow_dataset(cfg, src, overrides) if ckpt is None else []
     data.check(pca_frames_needed=int(cfg.model.latent_size), hop=int(cfg.hop_length))
     import torch
 
@@ -210,6 +211,8 @@ def fit(
     counts = count_parameters(model)
     log.info(f"RAVE: {human_count(counts['total'])} parameters (encoder {human_count(counts['encoder'])}, decoder {human_count(counts['decoder'])}) on {dev}")
     log.info(f"dataset {dataset}: {len(data.train_idx)} training / {len(data.val_idx)} validation examples, {data.source.sr} Hz, {data.source.channels} ch")
+    for note in notes:
+        log.info(note)
     if ckpt is not None:
         log.info(f"resuming {run_dir}: stage {ckpt['stage']}, step {ckpt['step']}, done: {', '.join(ckpt['done']) or '-'}")
         before, now = ckpt.get("provenance") or {}, provenance(ctx)
@@ -315,6 +318,26 @@ def human_count(n: int) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.1f}k"
     return str(n)
+
+
+def follow_dataset(cfg: Any, source: Any, overrides: Sequence[str]) -> list[str]:
+    """A new run adopts the dataset's sample rate and channel count when the
+    preset differs and the user did not set them (``--set data.sr=...``, in
+    which case :meth:`TrainData.check` refuses the mismatch). Neither changes
+    the architecture's shape beyond its input width, and a model at the
+    dataset's own rate is what the user has the audio for. Returns the notes to print."""
+    given = {o.partition("=")[0].strip() for o in overrides}
+    notes = []
+    for key, have in (("sr", int(source.sr)), ("channels", int(source.channels))):
+        want = int(getattr(cfg.data, key))
+        if have != want and f"data.{key}" not in given:
+            setattr(cfg.data, key, have)
+            notes.append(
+                f"note: the dataset has {key}={have}, the preset {key}={want}: training at {key}={have} "
+                f"(re-run `ravedata prep --{key} {want}` for the preset's value)"
+            )
+    cfg.validate()
+    return notes
 
 
 def provenance(ctx: TrainContext) -> dict[str, Any]:

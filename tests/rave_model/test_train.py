@@ -214,6 +214,20 @@ def test_resume_refuses_architecture_changes(dataset, tmp_path):
     assert [h[:2] for h in result.history if h[0] == "vae"] == [("vae", n) for n in range(2, 6)]
 
 
+def test_a_new_run_follows_the_dataset_rate_and_channels(tmp_path, capsys):
+    from rich.console import Console
+
+    ds = write_dataset(tmp_path / "ds", tiny_examples(6, sr=22050, channels=2), sr=22050)
+    result = fit(ds, tmp_path / "run", preset="tiny", overrides=["train.vae_steps=1", "train.adversarial_steps=0", "prior.steps=0"], device="cpu",
+                 console=Console(stderr=True, width=200))
+    assert result.done[:2] == ["vae", "adversarial"]
+    cfg = ckpt_io.load(tmp_path / "run" / "checkpoints" / "last.ckpt")["config"]["data"]
+    assert (cfg["sr"], cfg["channels"]) == (22050, 2)
+    err = capsys.readouterr().err
+    assert "note: the dataset has sr=22050, the preset sr=16000: training at sr=22050" in err
+    assert "note: the dataset has channels=2, the preset channels=1" in err
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     bad = tmp_path / "run" / "checkpoints" / "last.ckpt"
     bad.parent.mkdir(parents=True)
@@ -256,6 +270,7 @@ def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
         (["--set", "train.no_such_key=1"], "unknown key 'train.no_such_key'"),
         (["--set", "train.batch_size=64"], "too small for batch size 64"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--set", "data.sr=8000"], "error: "),
+        (["--set", "data.sr=22050"], "dataset is 16000 Hz but the preset trains at 22050 Hz"),
     ],
 )
 def test_ravemodel_fit_refuses_bad_input_in_one_line(dataset, tmp_path, bin_dir, args, message):
