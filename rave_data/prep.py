@@ -303,16 +303,35 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+#: Imported once by the fork server, so each worker starts already loaded
+#: ("__main__" too: otherwise every worker re-imports the command's script).
+_PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.process.resample",
+            "rave_data.process.trim", "rave_data.process.loudness", "soundfile"]
+
+
 def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of fresh workers: forkserver (a clean, single-threaded server
+    process that imported the pipeline once, then forks each worker) where the
+    platform has it, else spawn. Never plain fork: the parent may run threads
+    (the progress bar)."""
     import multiprocessing as mp
 
     saved = {k: os.environ.get(k) for k in _WORKER_ENV}
     os.environ.update(_WORKER_ENV)
     try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        if "forkserver" in mp.get_all_start_methods():
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+        else:
+            ctx = mp.get_context("spawn")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         # Start the workers now, while the environment is set.
-        for f in [pool.submit(os.getpid) for _ in range(workers)]:
-            f.result()
+        try:
+            for f in [pool.submit(os.getpid) for _ in range(workers)]:
+                f.result()
+        except BrokenProcessPool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     finally:
         for k, v in saved.items():
             if v is None:
@@ -340,10 +359,17 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
             done(r)
             yield r
         return
+    try:
+        pool = _spawn_pool(min(jobs, len(todo)))
+    except BrokenProcessPool:
+        # Workers cannot start at all (e.g. a __main__ read from stdin, which
+        # multiprocessing cannot re-import): do the work in this process.
+        yield from _run(todo, 1, done)
+        return
     ready: dict[int, SourceResult] = {}
     broken: list[int] = []
     next_i = 0
-    with _spawn_pool(min(jobs, len(todo))) as pool:
+    with pool:
         order = sorted(range(len(todo)), key=lambda i: -weights[i]) if weights else range(len(todo))
         futures: dict[Future[SourceResult], int] = {pool.submit(process_source, todo[i]): i for i in order}
         for fut in as_completed(futures):
