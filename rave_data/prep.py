@@ -6,8 +6,9 @@ The parallel driver around :func:`rave_data.pipeline.process_source`:
 2. recover from a killed run: sweep LMDB keys no committed source owns,
    delete temp files;
 3. find the sources; fingerprint them; keep the unchanged, drop the ones gone;
-4. process the rest in a process pool (spawn: a clean interpreter per worker) and commit the results **in sorted source order**, so the keys
-   and the dataset are the same whatever ``--jobs``;
+4. process the rest in a process pool (workers forked from a clean fork
+   server, largest files first) and commit the results **in sorted source
+   order**, so the keys and the dataset are the same whatever ``--jobs``;
 5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``.
 
 A source is committed by writing its examples into ``data.mdb`` and then its
@@ -298,7 +299,7 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
 
 
 #: Each of --jobs workers runs one BLAS thread: N workers x N threads would
-#: oversubscribe the cores. Set in the environment the spawned workers inherit
+#: oversubscribe the cores. Set in the environment the workers inherit
 #: (BLAS reads it once, when numpy is first imported).
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -309,7 +310,7 @@ _PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.pro
             "rave_data.process.trim", "rave_data.process.loudness", "soundfile"]
 
 
-def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of fresh workers: forkserver (a clean, single-threaded server
     process that imported the pipeline once, then forks each worker) where the
     platform has it, else spawn. Never plain fork: the parent may run threads
@@ -360,7 +361,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
             yield r
         return
     try:
-        pool = _spawn_pool(min(jobs, len(todo)))
+        pool = _worker_pool(min(jobs, len(todo)))
     except BrokenProcessPool:
         # Workers cannot start at all (e.g. a __main__ read from stdin, which
         # multiprocessing cannot re-import): do the work in this process.
@@ -397,7 +398,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
 
 def _isolated(job: SourceJob) -> SourceResult:
     """Run one source in its own process; a crash skips it with a reason."""
-    with _spawn_pool(1) as pool:
+    with _worker_pool(1) as pool:
         try:
             return pool.submit(process_source, job).result()
         except BrokenProcessPool:
