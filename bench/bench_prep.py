@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +243,7 @@ def _cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-def measured(fn, *args) -> tuple[float, float]:
+def measured(fn: Callable[..., float], *args: object) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of ``fn(*args)``, which returns its wall time."""
     c0 = _cpu()
     wall = fn(*args)

@@ -154,7 +154,6 @@ def _prep_locked(
     include: Sequence[str], exclude: Sequence[str], overwrite: bool, progress: Progress,
 ) -> RunStats:
     from rave_data.discover import find_audio
-    from rave_data.fingerprint import fingerprint
 
     state = out_dir / STATE_DIR
     ours = (state / "state" / "data.mdb").exists()
@@ -184,33 +183,7 @@ def _prep_locked(
 
         sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
         stats.found = len(sources)
-        # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
-        # needed when the sweep found referenced keys missing.
-        existing = None if writer.consistent else set(writer.db.keys())
-        todo: list[SourceJob] = []
-        sizes: dict[str, int] = {}
-        seen: set[str] = set()
-        claimed: dict[str, str] = {}  # output file -> the source that writes it
-        for path in sources:
-            rel = path.relative_to(in_dir).as_posix()
-            seen.add(rel)
-            name = output_name(rel, settings.format).lower()  # lower: case-insensitive filesystems
-            if name in claimed:
-                stats.skipped.append({"source": rel, "reason": f"its output {output_name(rel, settings.format)} "
-                                      f"would overwrite that of {claimed[name]}; rename one of them"})
-                continue
-            claimed[name] = rel
-            try:
-                fp = fingerprint(path)
-                sizes[rel] = path.stat().st_size
-            except OSError as exc:
-                stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
-                continue
-            old = records.get(rel)
-            if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
-                stats.unchanged += 1
-                continue
-            todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
+        todo, sizes, seen = _plan(sources, in_dir, out_dir, work, settings, records, writer, stats)
 
         # Sources that are gone (or unreadable now) leave the dataset.
         gone = sorted(set(records) - (seen - {s["source"] for s in stats.skipped}))
@@ -236,6 +209,45 @@ def _prep_locked(
     finally:
         writer.close()
         store.close()
+
+
+def _plan(
+    sources: list[Path], in_dir: Path, out_dir: Path, work: Path, settings: PrepSettings,
+    records: dict[str, dict[str, Any]], writer: ExampleWriter, stats: RunStats,
+) -> tuple[list[SourceJob], dict[str, int], set[str]]:
+    """Decide what to do with each found source: (jobs to run, file sizes,
+    sources seen). Unchanged ones are counted, unreadable or colliding ones
+    skipped (in ``stats``)."""
+    from rave_data.fingerprint import fingerprint
+
+    # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
+    # needed when the sweep found referenced keys missing.
+    existing = None if writer.consistent else set(writer.db.keys())
+    todo: list[SourceJob] = []
+    sizes: dict[str, int] = {}
+    seen: set[str] = set()
+    claimed: dict[str, str] = {}  # output file -> the source that writes it
+    for path in sources:
+        rel = path.relative_to(in_dir).as_posix()
+        seen.add(rel)
+        name = output_name(rel, settings.format).lower()  # lower: case-insensitive filesystems
+        if name in claimed:
+            stats.skipped.append({"source": rel, "reason": f"its output {output_name(rel, settings.format)} "
+                                  f"would overwrite that of {claimed[name]}; rename one of them"})
+            continue
+        claimed[name] = rel
+        try:
+            fp = fingerprint(path)
+            sizes[rel] = path.stat().st_size
+        except OSError as exc:
+            stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
+            continue
+        old = records.get(rel)
+        if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
+            stats.unchanged += 1
+            continue
+        todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
+    return todo, sizes, seen
 
 
 def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes] | None) -> bool:
