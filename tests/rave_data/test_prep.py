@@ -265,3 +265,13 @@ def test_examples_of_an_uncommitted_source_are_swept_on_the_next_run(tmp_path):
     assert encode_waveform(np.zeros((1, 4096), np.int16), SR) not in items.values()  # the orphans are gone
     lines = read_manifest(out / "manifest.jsonl")
     assert sorted(k.encode() for x in lines for k in x["keys"]) == sorted(items)
+
+
+def test_include_exclude_narrow_the_sources_and_the_dataset_follows(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _corpus(src, seconds=0.5)
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1, include=["*.wav"], exclude=["d.*"])
+    assert [x["source"] for x in read_manifest(out / "manifest.jsonl")] == ["a.wav"]
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1, exclude=["sub/*"])
+    assert r["run"]["unchanged"] == 1 and r["run"]["processed"] == 1
+    assert [x["source"] for x in read_manifest(out / "manifest.jsonl")] == ["a.wav", "d.wav"]
