@@ -300,3 +300,24 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ckpt_io.load(path)["step"] == 1  # the old file, intact
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no *.tmp left behind
+
+
+def test_ctrl_c_on_the_real_command_with_loader_workers(dataset, tmp_path, bin_dir):
+    """SIGINT to the whole process group (what a terminal sends) while DataLoader
+    workers run: the step finishes, last.ckpt is written, exit status 130."""
+    run = tmp_path / "run"
+    cmd = _fit_cmd(bin_dir, dataset, run, "--set", "train.vae_steps=100000", "--set", "train.num_workers=2", "--set", "train.log_every=1")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("vae step 2/"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 130, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "checkpoint saved" in rest and "Traceback" not in rest
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert ckpt["stage"] == "vae" and ckpt["step"] >= 2
