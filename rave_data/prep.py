@@ -145,8 +145,14 @@ def _wipe(out_dir: Path) -> None:
     """Delete what a previous prep wrote (only our own names, never the user's)."""
     for name in OWN_FILES:
         (out_dir / name).unlink(missing_ok=True)
-    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state", out_dir / STATE_DIR / "work"):
+    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state"):
         shutil.rmtree(sub, ignore_errors=True)
+    _remove_work_dirs(out_dir / STATE_DIR)
+
+
+def _remove_work_dirs(state: Path) -> None:
+    for old in state.glob("work-*"):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _prep_locked(
@@ -176,8 +182,10 @@ def _prep_locked(
         # Recover from a killed run: unreferenced keys, temp files.
         records = store.records()
         stats.recovered_keys = len(writer.sweep(referenced_keys(records)))
-        work = state / "work"
-        shutil.rmtree(work, ignore_errors=True)
+        # One work folder per run: a worker orphaned by a killed run (it
+        # finishes its file before noticing) must not write into ours.
+        _remove_work_dirs(state)
+        work = state / f"work-{os.getpid()}"
         work.mkdir(parents=True)
         _remove_temp_audio(out_dir / "audio")
 
@@ -299,7 +307,13 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
     lines = []
     for out in result.outputs:
         line = dict(out.line)
-        line["keys"] = writer.append(read_values(out.examples_path)) if out.examples_path else []
+        try:
+            line["keys"] = writer.append(read_values(out.examples_path)) if out.examples_path else []
+        except (OSError, ValueError) as exc:
+            # The worker's batch file is unusable (should never happen): the
+            # keys written so far are unreferenced and swept next run.
+            stats.skipped.append({"source": result.source, "reason": f"failed: worker output unreadable ({exc})"})
+            return
         if out.examples_path:
             os.unlink(out.examples_path)
         lines.append(line)
