@@ -54,7 +54,7 @@ class AdversarialStage(Stage):
         return int(self.ctx.cfg.train.adversarial_steps)
 
     def on_start(self) -> None:
-        from rave_model.train.runner import human_count
+        from rave_model.train.logging import human_count
 
         n = sum(p.numel() for p in self.discriminator.parameters())
         self.ctx.logger.info(f"discriminator: {human_count(n)} parameters")

@@ -19,6 +19,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def human_count(n: int) -> str:
+    """12345678 -> "12.35M", 21432 -> "21.4k"."""
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
 def duration(seconds: float) -> str:
     """3725 -> "1:02:05", 200000 -> "2d 07:33:20" (training ETAs run to days)."""
     seconds = int(round(seconds))

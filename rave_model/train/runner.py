@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from rave_model.train import checkpoint as ckpt_io
+from rave_model.train.logging import human_count
+from rave_model.train.run_config import ConfigMismatch, follow_dataset, resolve_config, to_toml
 from rave_model.train.stage import DataPosition, Stage, TrainContext
 from rave_model.train.stages import STAGES, stage_class
+
+__all__ = ["ConfigMismatch", "FitResult", "TrainingDiverged", "fit", "pick_device"]
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class ConfigMismatch(ValueError):
-    """Overrides on resume that would change the trained networks."""
 
 
 @dataclass
@@ -63,66 +63,6 @@ def pick_device(name: str = "auto") -> Any:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("--device mps: Apple MPS is not available (use --device auto or cpu)")
     return torch.device(name)
-
-
-def resolve_config(run_dir: Path, preset: str | Path, overrides: Sequence[str]) -> tuple[Any, dict[str, Any] | None]:
-    """The run's config: from its last checkpoint when resuming (overrides
-    applied on top, e.g. more steps), else from the preset + overrides."""
-    from rave_model.config import Config, load_config
-
-    try:
-        path = ckpt_io.find_checkpoint(run_dir)
-    except FileNotFoundError:
-        return load_config(preset, list(overrides)), None
-    ckpt = ckpt_io.load(path)
-    saved = Config.from_dict(ckpt["config"])
-    cfg = apply_overrides(saved, overrides)
-    changed = [k for k in ("data", "model") if cfg.to_dict()[k] != saved.to_dict()[k]]
-    if changed:
-        raise ConfigMismatch(
-            f"{path}: the run was trained with other {'/'.join(changed)} settings; "
-            f"only train/prior keys may change on resume (use a new --run folder)"
-        )
-    return cfg, ckpt
-
-
-def apply_overrides(cfg: Any, overrides: Sequence[str]) -> Any:
-    """Config with ``key=value`` overrides applied (validated by load_config)."""
-    import tempfile
-
-    from rave_model.config import load_config
-
-    if not overrides:
-        return cfg
-    # load_config validates and coerces overrides against a preset file; write
-    # the saved config as one so the same rules apply on resume.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "resume.toml"
-        path.write_text(_to_toml(cfg.to_dict()))
-        return load_config(path, list(overrides))
-
-
-def _to_toml(d: Mapping[str, Any]) -> str:
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, float) and not math.isfinite(v):
-            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
-        return repr(v)
-
-    lines = []
-    for section, values in d.items():
-        if isinstance(values, Mapping):
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {val(v)}" for k, v in values.items() if v is not None]
-            lines.append("")
-        elif values is not None:
-            lines.insert(0, f"{section} = {val(values)}")
-    return "\n".join(lines)
 
 
 class _StopFlag:
@@ -220,7 +160,7 @@ def fit(
             if key in before and before[key] != now[key]:
                 log.info(f"note: this run started with another {what}; continuing with the one given now")
     elif is_main:
-        log.text("config", "```\n" + _to_toml(cfg.to_dict()) + "\n```")
+        log.text("config", "```\n" + to_toml(cfg.to_dict()) + "\n```")
 
     result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])))
     position = DataPosition.from_dict((ckpt or {}).get("data"))
@@ -309,35 +249,6 @@ def fit(
         if group is not None:
             distributed.teardown()
     return result
-
-
-def human_count(n: int) -> str:
-    """12345678 -> "12.35M", 21432 -> "21.4k"."""
-    if n >= 1e6:
-        return f"{n / 1e6:.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}k"
-    return str(n)
-
-
-def follow_dataset(cfg: Any, source: Any, overrides: Sequence[str]) -> list[str]:
-    """A new run adopts the dataset's sample rate and channel count when the
-    preset differs and the user did not set them (``--set data.sr=...``, in
-    which case :meth:`TrainData.check` refuses the mismatch). Neither changes
-    the architecture's shape beyond its input width, and a model at the
-    dataset's own rate is what the user has the audio for. Returns the notes to print."""
-    given = {o.partition("=")[0].strip() for o in overrides}
-    notes = []
-    for key, have in (("sr", int(source.sr)), ("channels", int(source.channels))):
-        want = int(getattr(cfg.data, key))
-        if have != want and f"data.{key}" not in given:
-            setattr(cfg.data, key, have)
-            notes.append(
-                f"note: the dataset has {key}={have}, the preset {key}={want}: training at {key}={have} "
-                f"(re-run `ravedata prep --{key} {want}` for the preset's value)"
-            )
-    cfg.validate()
-    return notes
 
 
 def provenance(ctx: TrainContext) -> dict[str, Any]:
