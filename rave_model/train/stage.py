@@ -79,6 +79,7 @@ class Stage:
     Life cycle, driven by the runner::
 
         stage = StageClass(ctx)         # build optimizers / extra networks
+        # total_steps() <= 0: the stage is marked done and nothing below runs
         stage.load_state_dict(s)        # only when resuming inside this stage
         stage.on_start()                # e.g. freeze the encoder
         for step in range(start, stage.total_steps()):
