@@ -163,6 +163,8 @@ def fit(
         log.text("config", "```\n" + to_toml(cfg.to_dict()) + "\n```")
 
     result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])))
+    if ckpt is not None:  # a finished run asked again reports its checkpoint
+        result.checkpoint = ckpt_io.checkpoint_dir(run_dir) / ckpt_io.LAST
     position = DataPosition.from_dict((ckpt or {}).get("data"))
     # A checkpoint of N processes resumes with M: the same point of the epoch.
     saved_world = int(((ckpt or {}).get("data") or {}).get("world_size", world_size))

@@ -262,6 +262,7 @@ def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
     assert made["dataset"] == str(dataset.resolve()) and made["augment"]["steps"][0]["name"] == "gain"
     third = subprocess.run(_fit_cmd(bin_dir, dataset, run, "--set", "train.adversarial_steps=5"), capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and "note: this run started with another augmentation plan" in third.stderr
+    assert "training complete: vae, adversarial" in third.stdout and str(run / "checkpoints" / "last.ckpt") in third.stdout
 
 
 @pytest.mark.parametrize(
