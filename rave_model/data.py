@@ -1,14 +1,17 @@
 """Training data: an LMDB dataset -> random crops of ``n_signal`` samples.
 
 Reads datasets written by ``ravedata prep`` and by acids-rave's ``rave
-preprocess`` (same layout: ``data.mdb`` + ``metadata.yaml`` with ``sr`` and
-``channels``, values are udls ``AudioExample`` messages with an int16
-"waveform" buffer [channels, n] stored channel after channel).
+preprocess`` (same layout: ``data.mdb`` + ``metadata.yaml`` with ``channels``
+(and ``sr`` from prep), values are udls ``AudioExample`` messages with an int16
+"waveform" buffer [channels, n] stored channel after channel), through
+:func:`rave_data.dataset.reader.open_dataset`, which infers what acids-rave's
+metadata lacks.
 
 Determinism (why the sampler yields tuples): every item drawn is identified
 by (example index, epoch, position in the epoch), and all its randomness (the
 crop start, the phase mangle, dequantisation noise, the augmentation chain)
-comes from a generator seeded by ``(seed, epoch, position)``. The data a step
+comes from a generator seeded by ``(seed, epoch, global position)`` (the
+position in the epoch's order over all ranks). The data a step
 sees therefore depends neither on the number of worker processes nor on
 whether the run was interrupted: resuming at a :class:`DataPosition` replays
 exactly the batches an uninterrupted run would have drawn.
