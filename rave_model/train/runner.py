@@ -173,11 +173,19 @@ def fit(
     try:
         with _StopFlag() as stop:
             for index, name in enumerate(STAGES):
-                if name in result.done:
+                # A finished stage is reopened only when it is the one the checkpoint
+                # holds (its optimizer state is there) and it was given more steps.
+                reopen = name in result.done and ckpt is not None and ckpt["stage"] == name
+                if name in result.done and not reopen:
                     continue
                 torch.manual_seed(int(cfg.train.seed) * 1000 + index)
                 stage = stage_class(name)(ctx)
                 total = int(stage.total_steps())
+                if reopen:
+                    if total <= int(ckpt["step"]):
+                        continue
+                    result.done.remove(name)
+                    log.info(f"stage {name} reopened: {ckpt['step']} -> {total} steps")
                 if total <= 0:  # a stage configured off (e.g. prior.steps=0)
                     result.done.append(name)
                     continue

@@ -228,6 +228,17 @@ def test_a_new_run_follows_the_dataset_rate_and_channels(tmp_path, capsys):
     assert "note: the dataset has channels=2, the preset channels=1" in err
 
 
+def test_more_steps_reopen_the_last_finished_stage(dataset, tmp_path):
+    run = tmp_path / "run"
+    fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
+    again = fit(dataset, run, preset="tiny", overrides=[*FAST, "train.adversarial_steps=6"], device="cpu")
+    assert [h[:2] for h in again.history] == [("adversarial", 5), ("adversarial", 6)]
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert (ckpt["stage"], ckpt["step"]) == ("adversarial", 6) and "adversarial" in ckpt["done"]
+    # Stage 1 is not the checkpoint's stage any more: more VAE steps change nothing.
+    assert fit(dataset, run, preset="tiny", overrides=[*FAST, "train.adversarial_steps=6", "train.vae_steps=9"], device="cpu").history == []
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     bad = tmp_path / "run" / "checkpoints" / "last.ckpt"
     bad.parent.mkdir(parents=True)
