@@ -380,11 +380,10 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
     worker that dies (a decoder crashing the process) costs only its source:
     unfinished sources are retried one by one in a fresh pool.
     """
-    if jobs <= 1 or len(todo) <= 1:
-        for job in todo:
-            r = process_source(job)
-            done(r)
-            yield r
+    # Even --jobs 1 runs in a spawned worker: results must be bit-identical
+    # whatever --jobs is, and BLAS (the resampler's matmul) rounds differently
+    # with a different thread count, which this process may have.
+    if not todo:
         return
     try:
         pool = _worker_pool(min(jobs, len(todo)))
