@@ -321,6 +321,31 @@ def process_source(job: SourceJob) -> SourceResult:
         spool.close()
 
 
+def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: Spool, sr: int) -> Iterator[np.ndarray]:
+    """The variant's blocks, never clipped and never with level jumps.
+
+    ``whole``: the file is one segment, and the chain scales its result down
+    as a whole when it would exceed full scale. A longer file is augmented
+    segment by segment into ``vspool`` first, and the whole variant is then
+    scaled once by its overall peak: scaling each segment on its own would
+    change the level at every segment boundary.
+    """
+    from rave_data.augment.chain import PEAK_CEILING
+
+    if whole:
+        yield from (chain.apply(x, sr) for x in segments)
+        return
+    peak = 0.0
+    for x in segments:
+        y = chain.apply(x, sr, peak_ceiling=None)
+        if y.size:
+            peak = max(peak, float(np.max(np.abs(y))))
+        vspool.append(y)
+    g = np.float32(PEAK_CEILING / peak) if peak > PEAK_CEILING else None
+    for block in vspool.blocks(BLOCK_FRAMES):
+        yield block if g is None else block * g
+
+
 def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, steps: list[dict[str, Any]],
               result: SourceResult, tag: str) -> None:
     """Write each augmented variant of the processed audio. A failing chain
@@ -338,12 +363,15 @@ def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, step
         record = chain.to_record()
         out_rel = output_name(job.rel, s.format, v)
         ex_path = Path(job.work_dir) / f"{tag}.aug{v:02d}.examples"
-        stream = (chain.apply(x, s.sr) for x in _segments(_scaled(spool, gain), seg))
+        vspool = Spool(s.channels, Path(job.work_dir) / f"{tag}.aug{v:02d}.spool.f32")
         try:
+            stream = _augmented(chain, _segments(_scaled(spool, gain), seg), spool.frames <= seg, vspool, s.sr)
             frames, n_ex, dropped = _emit(stream, Path(job.out_dir) / out_rel, ex_path, s)
         except AugmentError as exc:
             result.warnings.append(f"{job.rel}: variant {v} not written: {exc}")
             continue
+        finally:
+            vspool.close()
         vsteps = steps[:-1] + [{"name": "augment", "params": {"chain": record, "segment_seconds": AUGMENT_SEGMENT_SECONDS}}] + steps[-1:]
         result.outputs.append(OutputResult(
             _line(job, out_rel, seconds_in, frames, dropped, vsteps, "augmented", v, record, n_ex),

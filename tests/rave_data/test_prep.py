@@ -275,3 +275,22 @@ def test_include_exclude_narrow_the_sources_and_the_dataset_follows(tmp_path):
     r = prep(src, out, PrepSettings(**SMALL), jobs=1, exclude=["sub/*"])
     assert r["run"]["unchanged"] == 1 and r["run"]["processed"] == 1
     assert [x["source"] for x in read_manifest(out / "manifest.jsonl")] == ["a.wav", "d.wav"]
+
+
+def test_long_variant_is_scaled_once_not_per_segment(tmp_path):
+    """A variant longer than one augmentation segment that would clip is scaled
+    down as a whole: the level relation between segments survives."""
+    import numpy as np
+
+    from rave_data.augment import parse_plan
+    from rave_data.pipeline import _augmented
+    from rave_data.spool import Spool
+
+    sr = 8000
+    quiet, loud = sine(1.0, sr, amp=0.1), sine(1.0, sr, amp=0.5)  # two 1-s segments
+    plan = parse_plan({"steps": [{"name": "gain", "params": {"db": [12.0, 12.0]}}]})
+    chain = plan.sample(np.random.default_rng(0))
+    out = np.concatenate(list(_augmented(chain, [quiet, loud], False, Spool(1, tmp_path / "v.f32"), sr)), axis=1)
+    assert np.abs(out).max() == pytest.approx(0.999, abs=1e-4)
+    ratio = np.abs(out[:, :sr]).max() / np.abs(out[:, sr:]).max()
+    assert ratio == pytest.approx(0.2, rel=1e-3)  # per-segment scaling would give 0.4
