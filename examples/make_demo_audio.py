@@ -100,14 +100,15 @@ def synth(seconds: float, sr: int) -> np.ndarray:
     return np.stack([y, np.roll(y, int(0.01 * sr))])
 
 
-def write(path: Path, audio: np.ndarray, sr: int, **kw: str) -> None:
+def write(path: Path, audio: np.ndarray, sr: int, quiet: bool = False, **kw: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(audio.T if audio.ndim == 2 else audio)
     # One-second writes: libsndfile's vorbis encoder segfaults on one huge write.
     with sf.SoundFile(str(path), "w", sr, 1 if data.ndim == 1 else data.shape[1], **kw) as f:
         for start in range(0, len(data), sr):
             f.write(data[start : start + sr])
-    print(f"  {path}  ({len(data) / sr:.0f} s, {sr} Hz, {1 if data.ndim == 1 else data.shape[1]} ch)")
+    if not quiet:
+        print(f"  {path}  ({len(data) / sr:.0f} s, {sr} Hz, {1 if data.ndim == 1 else data.shape[1]} ch)")
 
 
 def main(out: Path) -> None:
@@ -122,11 +123,11 @@ def main(out: Path) -> None:
     interview = np.concatenate([voice(20, 48000, 110), silence(4, 48000), voice(15, 48000, 190)])
     if shutil.which("ffmpeg"):
         tmp = out / "interviews" / ".interview.tmp.wav"
-        write(tmp, interview, 48000)
+        write(tmp, interview, 48000, quiet=True)
         subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(tmp), "-c:a", "aac", "-b:a", "128k",
                         str(out / "interviews" / "interview.m4a")], check=True)
         tmp.unlink()
-        print(f"  {out / 'interviews' / 'interview.m4a'}  (aac via ffmpeg)")
+        print(f"  {out / 'interviews' / 'interview.m4a'}  ({len(interview) / 48000:.0f} s, 48000 Hz, 1 ch, aac via ffmpeg)")
     else:
         write(out / "interviews" / "interview.wav", interview, 48000)
         print("  (ffmpeg not found: the interview is a wav instead of m4a)")
