@@ -9,6 +9,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Docstrings are hard-wrapped at 100 columns: let the help re-flow them.
+    rich_markup_mode="markdown",
 )
 
 

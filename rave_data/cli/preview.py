@@ -26,9 +26,9 @@ def preview(
     start: float = typer.Option(0.0, "--start", min=0.0, help="Excerpt start, in seconds."),
     seconds: float = typer.Option(20.0, "--seconds", min=0.0, help="Excerpt length in seconds (0 = whole file)."),
 ) -> None:
-    """Write N augmented versions of FILE (<stem>.augNN.wav, 24-bit), a
-    spectrogram image (<stem>.preview.png: the original on top, then each
-    version in order) and the chains applied (<stem>.preview.json)."""
+    """Write N augmented versions of FILE (STEM.augNN.wav, 24-bit), a
+    spectrogram image (STEM.preview.png: the original on top, then each
+    version in order) and the chains applied (STEM.preview.json)."""
     from rave_data.audioinfo import DecodeError
     from rave_data.augment import AugmentError, default_plan, load_plan
     from rave_data.augment.preview import preview as run_preview
