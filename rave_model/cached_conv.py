@@ -108,6 +108,43 @@ def conv_transpose1d_mm(x: torch.Tensor, wt: torch.Tensor, out_channels: int, st
     return y
 
 
+def polyphase_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """Transposed-convolution weight ``[Cin, Cout, m * stride]`` re-laid as the weight
+    ``[m, Cin, Cout * stride]`` of an ordinary ``m``-tap convolution whose ``Cout * stride``
+    outputs are the output phases (see :func:`conv_transpose1d_poly`)."""
+    cin, cout, k = weight.shape
+    m = k // stride
+    # out[o, q * stride + p] = sum_j sum_i w[i, o, j * stride + p] * x[i, q - j]: tap j' = m - 1 - j.
+    return weight.reshape(cin, cout, m, stride).flip(2).permute(2, 0, 1, 3).reshape(m, cin, cout * stride).contiguous()
+
+
+def conv_transpose1d_poly(x: torch.Tensor, wp: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
+    """Transposed convolution ``[B, Cin, N] -> [B, Cout, (N + m - 1) * stride]`` (the same
+    full-length output as ``F.conv_transpose1d``) in polyphase form: with ``wp`` from
+    :func:`polyphase_weight`, one ``m``-tap stride-1 convolution computes every output
+    phase, then the phases are interleaved.
+
+    Why: oneDNN's transposed convolution runs at a fraction of the matmul peak and a
+    depthwise-like one (the PQMF synthesis, ``Cout = 1``) at a few percent of it. Here the
+    ``m`` taps are matrix products accumulated in place on shifted views of the
+    time-major input (no im2col copy), which BLAS runs near its peak.
+    """
+    m = wp.shape[0]
+    b, n = x.shape[0], x.shape[-1] + m - 1
+    xt = F.pad(x, (m - 1, m - 1)).transpose(1, 2)  # [B, N + 2(m - 1), Cin], a strided view
+    if b == 1:
+        y = torch.mm(xt[0, 0:n], wp[0])
+        for j in range(1, m):
+            y.addmm_(xt[0, j : j + n], wp[j])
+        y = y.unsqueeze(0)
+    else:
+        y = torch.matmul(xt[:, 0:n], wp[0])
+        for j in range(1, m):
+            y.baddbmm_(xt[:, j : j + n], wp[j].expand(b, -1, -1))
+    # [B, n, Cout * stride] -> [B, Cout, n * stride]: phase p of frame q is sample q * stride + p.
+    return y.view(b, n, out_channels, stride).permute(0, 2, 1, 3).reshape(b, out_channels, n * stride)
+
+
 def tap_major(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
     """Same values and shape as ``weight`` but laid out in memory in ``order``, so that
     ``weight.permute(order)`` is contiguous and flattening it for a matmul is free."""
@@ -211,11 +248,19 @@ class ConvTranspose1d(nn.ConvTranspose1d):
             raise ValueError(f"transposed convolution kernel ({kernel_size}) must be a multiple of its stride ({stride})")
         self.ola = OverlapAdd(kernel_size - stride, causal)
         self.use_mm = False
+        self.use_poly = False
+        self.weight_poly = torch.zeros(0)
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv_transpose1d_mm`."""
         self.weight = nn.Parameter(self.weight.detach().contiguous(), requires_grad=False)
         self.use_mm = True
+
+    def prepare_offline(self) -> None:
+        """Inference only: compute through :func:`conv_transpose1d_poly` (faster than
+        oneDNN's transposed convolution on long signals), weights re-laid once here."""
+        self.weight_poly = polyphase_weight(self.weight.detach(), self.stride[0])
+        self.use_poly = True
 
     @property
     def delay(self) -> int:
@@ -226,6 +271,8 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         if self.use_mm:
             wt = self.weight.reshape(self.in_channels, -1)
             y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
+        elif self.use_poly:
+            y = conv_transpose1d_poly(x, self.weight_poly.to(x.dtype), self.out_channels, self.stride[0])
         else:
             y = F.conv_transpose1d(x, self.weight, None, self.stride)
         y = self.ola(y, x.shape[-1] * self.stride[0])
@@ -336,6 +383,14 @@ def prepare_mm(module: nn.Module) -> None:
     for m in module.modules():
         if callable(getattr(m, "prepare_mm", None)):
             m.prepare_mm()
+
+
+def prepare_offline(module: nn.Module) -> None:
+    """Inference only, whole signals: switch the transposed convolutions of ``module`` to
+    their polyphase kernels; outputs are unchanged up to rounding."""
+    for m in module.modules():
+        if callable(getattr(m, "prepare_offline", None)):
+            m.prepare_offline()
 
 
 def reset_streaming(module: nn.Module) -> None:

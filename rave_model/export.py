@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import FrameNoise, prepare_mm
+from rave_model.cached_conv import FrameNoise, prepare_mm, prepare_offline
 from rave_model.model import RAVE
 
 
@@ -162,6 +162,8 @@ def build_export(
         # Streaming calls see short blocks, where BLAS matmuls are several times faster
         # than oneDNN convolutions; long offline signals are faster with oneDNN.
         prepare_mm(model)
+    else:
+        prepare_offline(model)
     model.set_streaming(streaming)  # after the noise switch: it also arms FrameNoise
     for p in model.parameters():
         p.requires_grad_(False)

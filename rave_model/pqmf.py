@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import CachedPad1d, OverlapAdd, conv_transpose1d_mm
+from rave_model.cached_conv import CachedPad1d, OverlapAdd, conv_transpose1d_mm, polyphase_weight
 
 
 def kaiser_lowpass(wc: float, attenuation: float, n_taps: int | None = None) -> np.ndarray:
@@ -99,6 +99,11 @@ class PQMF(nn.Module):
         # (a transposed convolution): the cascade is hk's autocorrelation, zero-phase.
         self.register_buffer("analysis_weight", torch.from_numpy(hk).float().unsqueeze(1))  # [M, 1, L]
         self.register_buffer("synthesis_weight", torch.from_numpy(hk * n_bands).float().unsqueeze(1))  # [M, 1, L]
+        # The same synthesis as a dense polyphase convolution [n_bands phases, n_bands bands,
+        # L / n_bands taps]: oneDNN runs it ~5x faster than the depthwise-like transposed
+        # convolution (Cout = 1). Derived from the filters, so not saved in the state dict.
+        poly = polyphase_weight(self.synthesis_weight, n_bands).permute(2, 1, 0).contiguous()
+        self.register_buffer("synthesis_poly", poly, persistent=False)  # [M phases, M bands, L / M]
         excess = hk.shape[1] - n_bands
         # Offline, analysis pads `excess` samples and synthesis crops as many; both are
         # split so the reconstruction is not delayed.
@@ -135,6 +140,8 @@ class PQMF(nn.Module):
         if self.use_mm:
             y = conv_transpose1d_mm(x, self.synthesis_weight[:, 0], 1, self.n_bands)
         else:
-            y = F.conv_transpose1d(x, self.synthesis_weight, stride=self.n_bands)
+            m = self.synthesis_poly.shape[-1]
+            y = F.conv1d(F.pad(x, (m - 1, m - 1)), self.synthesis_poly)  # [B*C, M phases, t + m - 1]
+            y = y.transpose(1, 2).reshape(b * c, 1, -1)  # == F.conv_transpose1d(x, synthesis_weight, stride=M)
         y = self.ola(y, t * self.n_bands)
         return y.reshape(b, c, -1)
