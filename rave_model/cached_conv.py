@@ -93,6 +93,34 @@ def conv1d_mm(x: torch.Tensor, wt: torch.Tensor, kernel_size: int, stride: int, 
     return matmul_t(wt, cols)
 
 
+def conv1d_taps(x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int) -> torch.Tensor:
+    """Stride-1 convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros
+    before and the rest after (``T`` outputs), with ``wt [k, Cin, Cout]``: ``[B, Cout, T]``.
+
+    Each tap is one matrix product of the time-major view ``x^T`` accumulated in place
+    into the rows of the time-major output it reaches, so neither a padded copy nor an
+    im2col copy is made. The result is a time-major view; element-wise ops keep that
+    layout, so the next such convolution reads its input without a transposition.
+    """
+    k, b, t = wt.shape[0], x.shape[0], x.shape[-1]
+    xt = x.transpose(1, 2)  # [B, T, Cin]
+    full = left // dilation if left % dilation == 0 and left // dilation < k else -1
+    if full >= 0:
+        y = torch.matmul(xt, wt[full])  # [B, T, Cout]
+    else:
+        y = xt.new_zeros(b, t, wt.shape[-1])
+    for j in range(k):
+        shift = j * dilation - left  # output row r reads input row r + shift
+        if j == full or abs(shift) >= t:
+            continue
+        lo, hi = max(0, -shift), min(t, t - shift)
+        if b == 1:
+            y[0, lo:hi].addmm_(xt[0, lo + shift : hi + shift], wt[j])
+        else:
+            y[:, lo:hi].baddbmm_(xt[:, lo + shift : hi + shift], wt[j].expand(b, -1, -1))
+    return y.transpose(1, 2)
+
+
 def conv_transpose1d_mm(x: torch.Tensor, wt: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
     """Transposed convolution ``[B, Cin, N] -> [B, Cout, (N + m - 1) * stride]`` where
     ``wt [Cin, Cout * m * stride]`` holds a kernel of ``m * stride`` taps: one matrix
@@ -142,7 +170,10 @@ def conv_transpose1d_poly(x: torch.Tensor, wp: torch.Tensor, out_channels: int, 
         for j in range(1, m):
             y.baddbmm_(xt[:, j : j + n], wp[j].expand(b, -1, -1))
     # [B, n, Cout * stride] -> [B, Cout, n * stride]: phase p of frame q is sample q * stride + p.
-    return y.view(b, n, out_channels, stride).permute(0, 2, 1, 3).reshape(b, out_channels, n * stride)
+    # Kept time-major in memory, the layout conv1d_taps and the element-wise ops between
+    # them then share (mixing layouts makes element-wise ops several times slower).
+    y = y.view(b, n, out_channels, stride).transpose(2, 3).reshape(b, n * stride, out_channels)
+    return y.transpose(1, 2)
 
 
 def tap_major(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
@@ -172,6 +203,8 @@ class Conv1d(nn.Conv1d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
         self.pad = CachedPad1d(conv_padding(kernel_size, stride, dilation), causal)
         self.use_mm = False
+        self.use_taps = False
+        self.weight_taps = torch.zeros(0)
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv1d_mm` (weights re-laid tap-major)."""
@@ -187,12 +220,25 @@ class Conv1d(nn.Conv1d):
         self.weight = nn.Parameter(tap_major(weight, [2, 1, 0]), requires_grad=False)
         self.use_mm = True
 
+    def prepare_offline(self) -> None:
+        """Inference only, whole signals: stride-1 dense convolutions through
+        :func:`conv1d_taps` (oneDNN keeps the strided and grouped ones)."""
+        if self.stride[0] == 1 and self.groups == 1 and not self.pad.streaming:
+            self.weight_taps = self.weight.detach().permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
+            self.use_taps = True
+
     @property
     def delay(self) -> int:
         """Samples (at the input rate) this layer delays its output by once streaming."""
         return self.pad.right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_taps and not self.pad.streaming:
+            y = conv1d_taps(x, self.weight_taps.to(x.dtype), self.pad.total - self.pad.right, self.dilation[0])
+            bias = self.bias
+            if bias is not None:
+                y = y + bias.unsqueeze(-1)
+            return y
         if not self.use_mm:
             return F.conv1d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         wt = self.weight.permute(2, 1, 0).reshape(-1, self.out_channels)
@@ -387,7 +433,8 @@ def prepare_mm(module: nn.Module) -> None:
 
 def prepare_offline(module: nn.Module) -> None:
     """Inference only, whole signals: switch the transposed convolutions of ``module`` to
-    their polyphase kernels; outputs are unchanged up to rounding."""
+    their polyphase kernels and the stride-1 ones to :func:`conv1d_taps`; outputs are
+    unchanged up to rounding."""
     for m in module.modules():
         if callable(getattr(m, "prepare_offline", None)):
             m.prepare_offline()

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rave_model.cached_conv import Conv1d, ConvTranspose1d, prepare_mm, set_streaming  # noqa: E402
+from rave_model.cached_conv import Conv1d, ConvTranspose1d, prepare_mm, prepare_offline, set_streaming  # noqa: E402
 from rave_model.config import PRESETS, Config, load_config, valid_keys  # noqa: E402
 from rave_model.model import RAVE, count_parameters  # noqa: E402
 from rave_model.pqmf import PQMF  # noqa: E402
@@ -206,6 +206,40 @@ def test_matmul_kernels_match_torch_convolutions():
             set_streaming(conv, True)  # fresh caches
             parts = torch.cat([conv(x[..., i : i + 8]) for i in range(0, 32, 8)], -1)
         assert torch.allclose(parts, whole, atol=1e-5), conv
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_offline_kernels_match_torch_convolutions(causal):
+    torch.manual_seed(0)
+    convs = (
+        Conv1d(6, 5, 3, causal=causal),
+        Conv1d(6, 5, 3, dilation=5, causal=causal, bias=True),
+        Conv1d(6, 5, 7, causal=causal),
+        Conv1d(6, 5, 1, causal=causal),
+        Conv1d(6, 4, 5, stride=2, groups=2, causal=causal),  # stays on oneDNN
+        ConvTranspose1d(6, 5, 8, 4, causal=causal),
+        ConvTranspose1d(6, 5, 4, 2, bias=True, causal=causal),
+    )
+    for conv in convs:
+        with torch.no_grad():
+            xs = [torch.randn(b, 6, t) for b, t in ((3, 32), (1, 32), (1, 4))]  # t=4 < dilation span
+            refs = [conv(x) for x in xs]
+            prepare_offline(conv)
+            # Every stride-1 dense conv and every transposed conv switches kernels.
+            assert getattr(conv, "use_taps", False) or getattr(conv, "use_poly", False) or conv.groups > 1, conv
+            for x, ref in zip(xs, refs):
+                assert torch.allclose(conv(x), ref, atol=1e-5), (conv, x.shape)
+
+
+def test_offline_kernels_keep_the_model_output():
+    torch.manual_seed(0)
+    model = RAVE(load_config("v1", ["model.capacity=8", "model.latent_size=4"])).eval()
+    fast = model.folded().eval()
+    prepare_offline(fast)
+    x = music(0.3, 44100)[..., : 4 * 2048]
+    with torch.no_grad():
+        ref = model(x)
+        assert (fast(x) - ref).abs().max() < 1e-5 * float(ref.abs().max())
 
 
 def test_load_model_from_checkpoint(tmp_path: Path):
