@@ -22,20 +22,24 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from rave_data import __version__
-from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_atomic, write_manifest
-from rave_data.dataset.metadata import dataset_metadata, write_metadata
-from rave_data.dataset.writer import ExampleWriter, read_values
 from rave_data.lock import FolderLock, LockedError
-from rave_data.pipeline import SourceJob, SourceResult, output_name, process_source
 from rave_data.settings import PrepSettings
+
+# The dataset and pipeline modules import numpy (~0.15 s): imported where used,
+# after prep() has started the worker fork server, so that server's own start-up
+# (a fresh interpreter importing the pipeline) overlaps this process's imports.
+if TYPE_CHECKING:
+    from rave_data.dataset.manifest import ManifestStore
+    from rave_data.dataset.writer import ExampleWriter
+    from rave_data.pipeline import SourceJob, SourceResult
 
 STATE_DIR = ".ravedata"
 #: Everything ``prep`` writes in out/ (and all that ``--overwrite`` deletes).
@@ -96,6 +100,7 @@ def prep(
     try:
         with FolderLock(state / "lock", str(out_dir)):
             stats = _prep_locked(in_dir, out_dir, settings, jobs or _cores(), include, exclude, overwrite, progress)
+            from rave_data.dataset.manifest import write_atomic
             from rave_data.report import build_report
 
             report = build_report(in_dir, out_dir, settings, stats, _records(out_dir), time.monotonic() - t0)
@@ -134,6 +139,8 @@ def _check_folders(in_dir: Path, out_dir: Path) -> None:
 
 
 def _records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    from rave_data.dataset.manifest import ManifestStore
+
     store = ManifestStore(out_dir / STATE_DIR / "state")
     try:
         return store.records()
@@ -168,6 +175,16 @@ def _prep_locked(
     elif (out_dir / "data.mdb").exists() and not ours:
         raise PrepError(f"{out_dir}: holds a dataset that ravedata prep did not make; use --overwrite to replace it")
 
+    sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
+    if sources:
+        # Likely work: let the fork server import the pipeline (~0.3 s) while
+        # this process imports numpy and LMDB and fingerprints the sources.
+        start_worker_server()
+    from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_manifest
+    from rave_data.dataset.metadata import dataset_metadata, write_metadata
+    from rave_data.dataset.writer import ExampleWriter
+
+
     store = ManifestStore(state / "state")
     writer = ExampleWriter(out_dir, settings.sr)
     stats = RunStats()
@@ -189,7 +206,6 @@ def _prep_locked(
         work.mkdir(parents=True)
         _remove_temp_audio(out_dir / "audio")
 
-        sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
         stats.found = len(sources)
         todo, sizes, seen = _plan(sources, in_dir, out_dir, work, settings, records, writer, stats)
 
@@ -227,6 +243,7 @@ def _plan(
     sources seen). Unchanged ones are counted, unreadable or colliding ones
     skipped (in ``stats``)."""
     from rave_data.fingerprint import fingerprint
+    from rave_data.pipeline import SourceJob, output_name
 
     # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
     # needed when the sweep found referenced keys missing.
@@ -293,6 +310,8 @@ def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: E
 def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,
             store: ManifestStore, writer: ExampleWriter, stats: RunStats) -> None:
     """Put one processed source into the dataset (replacing its old version)."""
+    from rave_data.dataset.writer import read_values
+
     old = records.pop(result.source, None)
     stats.warnings.extend(result.warnings)
     if result.skipped is not None:
@@ -336,22 +355,52 @@ _PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.pro
             "rave_data.process.trim", "rave_data.process.loudness", "soundfile"]
 
 
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of fresh workers: forkserver (a clean, single-threaded server
-    process that imported the pipeline once, then forks each worker) where the
-    platform has it, else spawn. Never plain fork: the parent may run threads
-    (the progress bar)."""
+def start_worker_server() -> None:
+    """Start the fork server now, without waiting for it: it imports the
+    pipeline in the background while this process goes on (opens the LMDB,
+    fingerprints the sources), so the pool is ready sooner when there is work.
+    A run that finds nothing changed wastes the server's start-up CPU on
+    another core, not wall time."""
+    with _worker_env():
+        _context()
+
+
+def _context() -> Any:
+    """The multiprocessing context of the workers: forkserver (a clean,
+    single-threaded server process that imported the pipeline once, then forks
+    each worker) where the platform has it, else spawn. Never plain fork: the
+    parent may run threads (the progress bar). Call with :data:`_WORKER_ENV`
+    set: the server and its workers keep the environment it starts with."""
     import multiprocessing as mp
 
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    forkserver.ensure_running()  # returns at once; a no-op when already running
+    return ctx
+
+
+@contextmanager
+def _worker_env() -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in _WORKER_ENV}
     os.environ.update(_WORKER_ENV)
     try:
-        if "forkserver" in mp.get_all_start_methods():
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
-        else:
-            ctx = mp.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` fresh, started worker processes (see :func:`_context`)."""
+    with _worker_env():
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
         # Start the workers now, while the environment is set.
         try:
             for f in [pool.submit(os.getpid) for _ in range(workers)]:
@@ -359,12 +408,6 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
         except BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return pool
 
 
@@ -380,6 +423,8 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
     worker that dies (a decoder crashing the process) costs only its source:
     unfinished sources are retried one by one in a fresh pool.
     """
+    from rave_data.pipeline import process_source
+
     # Even --jobs 1 runs in a spawned worker: results must be bit-identical
     # whatever --jobs is, and BLAS (the resampler's matmul) rounds differently
     # with a different thread count, which this process may have.
@@ -389,8 +434,12 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
         pool = _worker_pool(min(jobs, len(todo)))
     except BrokenProcessPool:
         # Workers cannot start at all (e.g. a __main__ read from stdin, which
-        # multiprocessing cannot re-import): do the work in this process.
-        yield from _run(todo, 1, done)
+        # multiprocessing cannot re-import): do the work in this process
+        # (not through _run again, which would retry the pool forever).
+        for job in todo:
+            result = process_source(job)
+            done(result)
+            yield result
         return
     ready: dict[int, SourceResult] = {}
     broken: list[int] = []
@@ -423,6 +472,8 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
 
 def _isolated(job: SourceJob) -> SourceResult:
     """Run one source in its own process; a crash skips it with a reason."""
+    from rave_data.pipeline import SourceResult, process_source
+
     with _worker_pool(1) as pool:
         try:
             return pool.submit(process_source, job).result()
