@@ -93,30 +93,42 @@ def conv1d_mm(x: torch.Tensor, wt: torch.Tensor, kernel_size: int, stride: int, 
     return matmul_t(wt, cols)
 
 
-def conv1d_taps(x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int) -> torch.Tensor:
+def conv1d_taps(x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int, block: int = 2048) -> torch.Tensor:
     """Stride-1 convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros
     before and the rest after (``T`` outputs), with ``wt [k, Cin, Cout]``: ``[B, Cout, T]``.
 
     Each tap is one matrix product of the time-major view ``x^T`` accumulated in place
-    into the rows of the time-major output it reaches, so neither a padded copy nor an
-    im2col copy is made. The result is a time-major view; element-wise ops keep that
-    layout, so the next such convolution reads its input without a transposition.
+    into the output rows it reaches, so neither a padded copy nor an im2col copy is made.
+    The result is a time-major view; element-wise ops keep that layout, so the next such
+    convolution reads its input without a transposition. For a batch of one, the taps
+    run ``block`` output rows at a time so that rows stay in cache between taps.
     """
     k, b, t = wt.shape[0], x.shape[0], x.shape[-1]
     xt = x.transpose(1, 2)  # [B, T, Cin]
     full = left // dilation if left % dilation == 0 and left // dilation < k else -1
+    if b == 1:
+        x0 = xt[0]
+        y0 = x0.new_empty(t, wt.shape[-1])
+        for start in range(0, t, block):
+            stop = min(t, start + block)
+            if full >= 0:
+                torch.mm(x0[start:stop], wt[full], out=y0[start:stop])
+            else:
+                y0[start:stop].zero_()
+            for j in range(k):
+                shift = j * dilation - left  # output row r reads input row r + shift
+                lo, hi = max(start, -shift), min(stop, t - shift)
+                if j != full and lo < hi:
+                    y0[lo:hi].addmm_(x0[lo + shift : hi + shift], wt[j])
+        return y0.t().unsqueeze(0)
     if full >= 0:
         y = torch.matmul(xt, wt[full])  # [B, T, Cout]
     else:
         y = xt.new_zeros(b, t, wt.shape[-1])
     for j in range(k):
-        shift = j * dilation - left  # output row r reads input row r + shift
-        if j == full or abs(shift) >= t:
-            continue
+        shift = j * dilation - left
         lo, hi = max(0, -shift), min(t, t - shift)
-        if b == 1:
-            y[0, lo:hi].addmm_(xt[0, lo + shift : hi + shift], wt[j])
-        else:
+        if j != full and lo < hi:
             y[:, lo:hi].baddbmm_(xt[:, lo + shift : hi + shift], wt[j].expand(b, -1, -1))
     return y.transpose(1, 2)
 

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rave_model.cached_conv import Conv1d, ConvTranspose1d, prepare_mm, prepare_offline, set_streaming  # noqa: E402
+from rave_model.cached_conv import Conv1d, ConvTranspose1d, conv1d_taps, prepare_mm, prepare_offline, set_streaming  # noqa: E402
 from rave_model.config import PRESETS, Config, load_config, valid_keys  # noqa: E402
 from rave_model.model import RAVE, count_parameters  # noqa: E402
 from rave_model.pqmf import PQMF  # noqa: E402
@@ -229,6 +229,17 @@ def test_offline_kernels_match_torch_convolutions(causal):
             assert getattr(conv, "use_taps", False) or getattr(conv, "use_poly", False) or conv.groups > 1, conv
             for x, ref in zip(xs, refs):
                 assert torch.allclose(conv(x), ref, atol=1e-5), (conv, x.shape)
+
+
+@pytest.mark.parametrize("left, dilation", [(1, 1), (6, 3), (0, 2), (4, 2)])
+def test_conv1d_taps_in_blocks_equals_one_pass(left, dilation):
+    torch.manual_seed(0)
+    x, wt = torch.randn(1, 6, 29), torch.randn(3, 6, 5)
+    ref = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x, (left, 2 * dilation - left)), wt.permute(2, 1, 0), dilation=dilation
+    )
+    for block in (1, 5, 29, 2048):  # blocks shorter than the dilation, ragged, exact, one
+        assert torch.allclose(conv1d_taps(x, wt, left, dilation, block=block), ref, atol=1e-5), block
 
 
 def test_offline_kernels_keep_the_model_output():
