@@ -445,11 +445,22 @@ def prepare_mm(module: nn.Module) -> None:
 
 def prepare_offline(module: nn.Module) -> None:
     """Inference only, whole signals: switch the transposed convolutions of ``module`` to
-    their polyphase kernels and the stride-1 ones to :func:`conv1d_taps`; outputs are
-    unchanged up to rounding."""
+    their polyphase kernels, the stride-1 ones to :func:`conv1d_taps`, and make the
+    LeakyReLUs that safely can work in place; outputs are unchanged up to rounding."""
     for m in module.modules():
         if callable(getattr(m, "prepare_offline", None)):
             m.prepare_offline()
+    # A LeakyReLU right after a layer that returns a fresh tensor may overwrite it: one
+    # memory pass and no allocation. Not the first layer of a residual branch, whose
+    # input is still needed by the skip path.
+    for seq in module.modules():
+        if isinstance(seq, nn.Sequential):
+            for prev, layer in zip(list(seq)[:-1], list(seq)[1:]):
+                fresh = isinstance(prev, (Conv1d, ConvTranspose1d, nn.BatchNorm1d, Residual)) or isinstance(
+                    getattr(prev, "net", None), Residual
+                )
+                if isinstance(layer, nn.LeakyReLU) and fresh:
+                    layer.inplace = True
 
 
 def reset_streaming(module: nn.Module) -> None:
