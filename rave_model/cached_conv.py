@@ -93,26 +93,37 @@ def conv1d_mm(x: torch.Tensor, wt: torch.Tensor, kernel_size: int, stride: int, 
     return matmul_t(wt, cols)
 
 
-def conv1d_taps(x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int, block: int = 2048) -> torch.Tensor:
+def conv1d_taps(
+    x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int, block: int = 2048, length: int = -1
+) -> torch.Tensor:
     """Stride-1 convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros
-    before and the rest after (``T`` outputs), with ``wt [k, Cin, Cout]``: ``[B, Cout, T]``.
+    before and zeros after, with ``wt [k, Cin, Cout]``: ``[B, Cout, length]`` (``length``
+    output frames, ``T`` by default).
 
     Each tap is one matrix product of the time-major view ``x^T`` accumulated in place
     into the output rows it reaches, so neither a padded copy nor an im2col copy is made.
     The result is a time-major view; element-wise ops keep that layout, so the next such
-    convolution reads its input without a transposition. For a batch of one, the taps
-    run ``block`` output rows at a time so that rows stay in cache between taps.
+    convolution reads its input without a transposition (a channel-major input with few
+    channels is transposed first: BLAS is slow on a transposed operand with a short inner
+    dimension). For a batch of one, the taps run ``block`` output rows at a time so that
+    rows stay in cache between taps.
     """
     k, b, t = wt.shape[0], x.shape[0], x.shape[-1]
+    n = t if length < 0 else length
     xt = x.transpose(1, 2)  # [B, T, Cin]
+    if xt.stride(-1) != 1 and xt.shape[-1] < 64:
+        xt = xt.contiguous()
+    # The tap that reads input row r for output row r initialises the output (rows < T).
     full = left // dilation if left % dilation == 0 and left // dilation < k else -1
     if b == 1:
         x0 = xt[0]
-        y0 = x0.new_empty(t, wt.shape[-1])
-        for start in range(0, t, block):
-            stop = min(t, start + block)
-            if full >= 0:
-                torch.mm(x0[start:stop], wt[full], out=y0[start:stop])
+        y0 = x0.new_empty(n, wt.shape[-1])
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            if full >= 0 and start < t:
+                torch.mm(x0[start : min(stop, t)], wt[full], out=y0[start : min(stop, t)])
+                if stop > t:
+                    y0[t:stop].zero_()
             else:
                 y0[start:stop].zero_()
             for j in range(k):
@@ -121,14 +132,11 @@ def conv1d_taps(x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int, blo
                 if j != full and lo < hi:
                     y0[lo:hi].addmm_(x0[lo + shift : hi + shift], wt[j])
         return y0.t().unsqueeze(0)
-    if full >= 0:
-        y = torch.matmul(xt, wt[full])  # [B, T, Cout]
-    else:
-        y = xt.new_zeros(b, t, wt.shape[-1])
+    y = xt.new_zeros(b, n, wt.shape[-1])  # [B, length, Cout]
     for j in range(k):
         shift = j * dilation - left
-        lo, hi = max(0, -shift), min(t, t - shift)
-        if j != full and lo < hi:
+        lo, hi = max(0, -shift), min(n, t - shift)
+        if lo < hi:
             y[:, lo:hi].baddbmm_(xt[:, lo + shift : hi + shift], wt[j].expand(b, -1, -1))
     return y.transpose(1, 2)
 
@@ -167,20 +175,13 @@ def conv_transpose1d_poly(x: torch.Tensor, wp: torch.Tensor, out_channels: int, 
     Why: oneDNN's transposed convolution runs at a fraction of the matmul peak and a
     depthwise-like one (the PQMF synthesis, ``Cout = 1``) at a few percent of it. Here the
     ``m`` taps are matrix products accumulated in place on shifted views of the
-    time-major input (no im2col copy), which BLAS runs near its peak.
+    time-major input (:func:`conv1d_taps`: no padded or im2col copy), which BLAS runs
+    near its peak.
     """
     m = wp.shape[0]
     b, n = x.shape[0], x.shape[-1] + m - 1
-    xt = F.pad(x, (m - 1, m - 1)).transpose(1, 2)  # [B, N + 2(m - 1), Cin], a strided view
-    if b == 1:
-        y = torch.mm(xt[0, 0:n], wp[0])
-        for j in range(1, m):
-            y.addmm_(xt[0, j : j + n], wp[j])
-        y = y.unsqueeze(0)
-    else:
-        y = torch.matmul(xt[:, 0:n], wp[0])
-        for j in range(1, m):
-            y.baddbmm_(xt[:, j : j + n], wp[j].expand(b, -1, -1))
+    # Output frame q reads input frames q - m + 1 .. q (zero outside): left padding m - 1.
+    y = conv1d_taps(x, wp, m - 1, 1, length=n).transpose(1, 2)  # [B, n, Cout * stride], contiguous
     # [B, n, Cout * stride] -> [B, Cout, n * stride]: phase p of frame q is sample q * stride + p.
     # Kept time-major in memory, the layout conv1d_taps and the element-wise ops between
     # them then share (mixing layouts makes element-wise ops several times slower).

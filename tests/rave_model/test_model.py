@@ -240,6 +240,12 @@ def test_conv1d_taps_in_blocks_equals_one_pass(left, dilation):
     )
     for block in (1, 5, 29, 2048):  # blocks shorter than the dilation, ragged, exact, one
         assert torch.allclose(conv1d_taps(x, wt, left, dilation, block=block), ref, atol=1e-5), block
+    # More output frames than input frames (the polyphase transposed convolution's case).
+    longer = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x, (left, 2 * dilation - left + 4)), wt.permute(2, 1, 0), dilation=dilation
+    )
+    for block in (5, 2048):
+        assert torch.allclose(conv1d_taps(x, wt, left, dilation, block=block, length=33), longer, atol=1e-5)
 
 
 def test_offline_kernels_keep_the_model_output():
