@@ -94,50 +94,60 @@ def conv1d_mm(x: torch.Tensor, wt: torch.Tensor, kernel_size: int, stride: int, 
 
 
 def conv1d_taps(
-    x: torch.Tensor, wt: torch.Tensor, left: int, dilation: int, block: int = 2048, length: int = -1
+    x: torch.Tensor,
+    wt: torch.Tensor,
+    left: int,
+    dilation: int,
+    stride: int = 1,
+    block: int = 2048,
+    length: int = -1,
 ) -> torch.Tensor:
-    """Stride-1 convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros
-    before and zeros after, with ``wt [k, Cin, Cout]``: ``[B, Cout, length]`` (``length``
-    output frames, ``T`` by default).
+    """Convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros before and
+    zeros after, with ``wt [k, Cin, Cout]``: ``[B, Cout, length]`` (``length`` output
+    frames, ``T / stride`` by default).
 
-    Each tap is one matrix product of the time-major view ``x^T`` accumulated in place
-    into the output rows it reaches, so neither a padded copy nor an im2col copy is made.
-    The result is a time-major view; element-wise ops keep that layout, so the next such
-    convolution reads its input without a transposition (a channel-major input with few
-    channels is transposed first: BLAS is slow on a transposed operand with a short inner
-    dimension). For a batch of one, the taps run ``block`` output rows at a time so that
-    rows stay in cache between taps.
+    Each tap is one matrix product of the time-major view ``x^T`` (every ``stride``-th
+    row) accumulated in place into the output rows it reaches, so neither a padded copy
+    nor an im2col copy is made. The result is a time-major view; element-wise ops keep
+    that layout, so the next such convolution reads its input without a transposition
+    (a channel-major input with few channels is transposed first: BLAS is slow on a
+    transposed operand with a short inner dimension). For a batch of one, the taps run
+    ``block`` output rows at a time so that rows stay in cache between taps.
     """
     k, b, t = wt.shape[0], x.shape[0], x.shape[-1]
-    n = t if length < 0 else length
+    n = t // stride if length < 0 else length
+    covered = (t + stride - 1) // stride  # output rows whose unshifted input row exists
     xt = x.transpose(1, 2)  # [B, T, Cin]
     if xt.stride(-1) != 1 and xt.shape[-1] < 64:
         xt = xt.contiguous()
-    # The tap that reads input row r for output row r initialises the output (rows < T).
+    # The tap that reads input row r * stride for output row r initialises the output.
     full = left // dilation if left % dilation == 0 and left // dilation < k else -1
     if b == 1:
         x0 = xt[0]
         y0 = x0.new_empty(n, wt.shape[-1])
         for start in range(0, n, block):
             stop = min(n, start + block)
-            if full >= 0 and start < t:
-                torch.mm(x0[start : min(stop, t)], wt[full], out=y0[start : min(stop, t)])
-                if stop > t:
-                    y0[t:stop].zero_()
+            if full >= 0 and start < covered:
+                end = min(stop, covered)
+                torch.mm(x0[start * stride : (end - 1) * stride + 1 : stride], wt[full], out=y0[start:end])
+                if stop > end:
+                    y0[end:stop].zero_()
             else:
                 y0[start:stop].zero_()
             for j in range(k):
-                shift = j * dilation - left  # output row r reads input row r + shift
-                lo, hi = max(start, -shift), min(stop, t - shift)
+                shift = j * dilation - left  # output row r reads input row r * stride + shift
+                lo = max(start, (stride - 1 - shift) // stride)
+                hi = min(stop, (t - 1 - shift) // stride + 1)
                 if j != full and lo < hi:
-                    y0[lo:hi].addmm_(x0[lo + shift : hi + shift], wt[j])
+                    y0[lo:hi].addmm_(x0[lo * stride + shift : (hi - 1) * stride + shift + 1 : stride], wt[j])
         return y0.t().unsqueeze(0)
     y = xt.new_zeros(b, n, wt.shape[-1])  # [B, length, Cout]
     for j in range(k):
         shift = j * dilation - left
-        lo, hi = max(0, -shift), min(n, t - shift)
+        lo, hi = max(0, (stride - 1 - shift) // stride), min(n, (t - 1 - shift) // stride + 1)
         if lo < hi:
-            y[:, lo:hi].baddbmm_(xt[:, lo + shift : hi + shift], wt[j].expand(b, -1, -1))
+            rows = xt[:, lo * stride + shift : (hi - 1) * stride + shift + 1 : stride]
+            y[:, lo:hi].baddbmm_(rows, wt[j].expand(b, -1, -1))
     return y.transpose(1, 2)
 
 
@@ -234,9 +244,9 @@ class Conv1d(nn.Conv1d):
         self.use_mm = True
 
     def prepare_offline(self) -> None:
-        """Inference only, whole signals: stride-1 dense convolutions through
-        :func:`conv1d_taps` (oneDNN keeps the strided and grouped ones)."""
-        if self.stride[0] == 1 and self.groups == 1 and not self.pad.streaming:
+        """Inference only, whole signals: dense convolutions through :func:`conv1d_taps`
+        (oneDNN keeps the grouped ones)."""
+        if self.groups == 1 and not self.pad.streaming:
             self.weight_taps = self.weight.detach().permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
             self.use_taps = True
 
@@ -247,7 +257,8 @@ class Conv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_taps and not self.pad.streaming:
-            y = conv1d_taps(x, self.weight_taps.to(x.dtype), self.pad.total - self.pad.right, self.dilation[0])
+            left = self.pad.total - self.pad.right
+            y = conv1d_taps(x, self.weight_taps.to(x.dtype), left, self.dilation[0], self.stride[0])
             bias = self.bias
             if bias is not None:
                 y = y + bias.unsqueeze(-1)
@@ -446,7 +457,7 @@ def prepare_mm(module: nn.Module) -> None:
 
 def prepare_offline(module: nn.Module) -> None:
     """Inference only, whole signals: switch the transposed convolutions of ``module`` to
-    their polyphase kernels, the stride-1 ones to :func:`conv1d_taps`, and make the
+    their polyphase kernels, the dense ones to :func:`conv1d_taps`, and make the
     LeakyReLUs that safely can work in place; outputs are unchanged up to rounding."""
     for m in module.modules():
         if callable(getattr(m, "prepare_offline", None)):

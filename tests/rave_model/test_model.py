@@ -216,6 +216,8 @@ def test_offline_kernels_match_torch_convolutions(causal):
         Conv1d(6, 5, 3, dilation=5, causal=causal, bias=True),
         Conv1d(6, 5, 7, causal=causal),
         Conv1d(6, 5, 1, causal=causal),
+        Conv1d(6, 5, 9, stride=4, causal=causal),
+        Conv1d(6, 5, 3, stride=2, causal=causal),
         Conv1d(6, 4, 5, stride=2, groups=2, causal=causal),  # stays on oneDNN
         ConvTranspose1d(6, 5, 8, 4, causal=causal),
         ConvTranspose1d(6, 5, 4, 2, bias=True, causal=causal),
@@ -225,7 +227,7 @@ def test_offline_kernels_match_torch_convolutions(causal):
             xs = [torch.randn(b, 6, t) for b, t in ((3, 32), (1, 32), (1, 4))]  # t=4 < dilation span
             refs = [conv(x) for x in xs]
             prepare_offline(conv)
-            # Every stride-1 dense conv and every transposed conv switches kernels.
+            # Every dense conv and every transposed conv switches kernels.
             assert getattr(conv, "use_taps", False) or getattr(conv, "use_poly", False) or conv.groups > 1, conv
             for x, ref in zip(xs, refs):
                 assert torch.allclose(conv(x), ref, atol=1e-5), (conv, x.shape)
@@ -246,6 +248,12 @@ def test_conv1d_taps_in_blocks_equals_one_pass(left, dilation):
     )
     for block in (5, 2048):
         assert torch.allclose(conv1d_taps(x, wt, left, dilation, block=block, length=33), longer, atol=1e-5)
+    # Strided (T = 28, a multiple of the stride, as the encoder sees it).
+    strided = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(x[..., :28], (left, 2 * dilation - left)), wt.permute(2, 1, 0), stride=4, dilation=dilation
+    )
+    for block in (1, 3, 2048):
+        assert torch.allclose(conv1d_taps(x[..., :28], wt, left, dilation, stride=4, block=block), strided, atol=1e-5)
 
 
 def test_offline_kernels_keep_the_model_output():
