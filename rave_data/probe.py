@@ -90,6 +90,10 @@ def _check_file(path: Path) -> None:
 # --- libsndfile -----------------------------------------------------------------
 
 
+#: Attempts to read this file's own reason for a failed open (see below).
+_ERROR_RETRIES = 100
+
+
 def _probe_soundfile(path: Path) -> AudioInfo:
     fast = _libsndfile()
     if fast is None:
@@ -99,15 +103,22 @@ def _probe_soundfile(path: Path) -> AudioInfo:
     name = os.fsencode(path)
     handle = snd.sf_open(name, snd.SFM_READ, info)
     if handle == ffi.NULL:
-        # The reason of a failed open is process-global (sf_error(NULL)), so
-        # another thread's failure could overwrite it. Opening without a lock
-        # keeps the common case parallel; a failure (rare) is retried under
-        # soundfile's own error lock so the reason read is this file's.
+        # The reason of a failed open is process-global (sf_error(NULL)), and
+        # other threads' opens - unlocked, to keep the common case parallel -
+        # can overwrite it between our open and our read, even a success
+        # resetting it to "No Error" (seen in CI). A failure (rare) is retried
+        # under soundfile's error lock until the reason read is a real one.
         with error_lock:
-            handle = snd.sf_open(name, snd.SFM_READ, info)
-            if handle == ffi.NULL:
-                message = ffi.string(snd.sf_error_number(snd.sf_error(ffi.NULL))).decode(errors="replace")
-                raise DecodeError(path, _sf_reason(message))
+            for _ in range(_ERROR_RETRIES):
+                handle = snd.sf_open(name, snd.SFM_READ, info)
+                if handle != ffi.NULL:
+                    break
+                code = snd.sf_error(ffi.NULL)
+                if code:
+                    message = ffi.string(snd.sf_error_number(code)).decode(errors="replace")
+                    raise DecodeError(path, _sf_reason(message))
+            else:
+                raise DecodeError(path, "not a readable audio file (libsndfile gave no reason)")
     snd.sf_close(handle)
     subtype = subtypes.get(info.format & 0x0000FFFF)
     return AudioInfo(
