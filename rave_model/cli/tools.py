@@ -45,7 +45,7 @@ def generate_cmd(
 
     def work() -> str:
         from rave_model.generate import generate
-        from rave_model.listen import load_listener, write_audio
+        from rave_model.listen import load_listener
 
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -58,8 +58,7 @@ def generate_cmd(
                 listener, seconds, temperature=temperature, seed=seed, prime=prime,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        write_audio(output, audio, listener.sr)
-        return f"{output}: {audio.shape[1] / listener.sr:.2f} s, {audio.shape[0]} ch, {listener.sr} Hz"
+        return _write(output, audio, listener.sr)
 
     _run("generate", work)
 
@@ -94,12 +93,11 @@ def decode_cmd(
     """Decode a latent trajectory to audio."""
 
     def work() -> str:
-        from rave_model.listen import decode_latents, load_latents, load_listener, write_audio
+        from rave_model.listen import decode_latents, load_latents, load_listener
 
         listener = load_listener(model)
         y = decode_latents(listener, load_latents(latents), seed=seed)
-        write_audio(output, y, listener.sr)
-        return f"{output}: {y.shape[1] / listener.sr:.2f} s, {y.shape[0]} ch, {listener.sr} Hz"
+        return _write(output, y, listener.sr)
 
     _run("decode", work)
 
@@ -114,11 +112,18 @@ def reconstruct_cmd(
     """Encode then decode an audio file: hear what the model keeps."""
 
     def work() -> str:
-        from rave_model.listen import load_listener, reconstruct_file, write_audio
+        from rave_model.listen import load_listener, reconstruct_file
 
         listener = load_listener(model)
         y = reconstruct_file(listener, audio, seed=seed)
-        write_audio(output, y, listener.sr)
-        return f"{output}: {y.shape[1] / listener.sr:.2f} s, {y.shape[0]} ch, {listener.sr} Hz"
+        return _write(output, y, listener.sr)
 
     _run("reconstruct", work)
+
+
+def _write(output: Path, audio: "numpy.ndarray", sr: int) -> str:
+    """Write ``audio`` [channels, n] to ``output``; the one-line summary the commands print."""
+    from rave_model.listen import write_audio
+
+    write_audio(output, audio, sr)
+    return f"{output}: {audio.shape[1] / sr:.2f} s, {audio.shape[0]} ch, {sr} Hz"
