@@ -58,7 +58,7 @@ def fit_command(
         typer.echo("interrupted; the last checkpoint is kept", err=True)
         raise typer.Exit(130) from None
     rank, world = ranks_from_env()[:2]
-    code = (130 if result.interrupted else 0) if result.stopped else 0
+    code = 130 if result.stopped and result.interrupted else 0
     if not result.stopped and rank == 0:
         typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
     if world > 1:
