@@ -25,6 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rave_model.winograd import conv1d_winograd, winograd_weight
+
+# Winograd F(4, r) pays for its transforms (a few memory passes) only on wide layers:
+# at 64 x 64 channels the direct per-tap products are faster on this kind of CPU
+# (bench/bench_model.py; rave_model/winograd.py explains the kernel).
+WINOGRAD_MIN_WIDTH = 128 * 128
+WINOGRAD_TILE = 4
+
 
 def conv_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
     """Total padding that makes a strided convolution map T samples to T / stride."""
@@ -189,9 +197,15 @@ def conv_transpose1d_poly(x: torch.Tensor, wp: torch.Tensor, out_channels: int, 
     near its peak.
     """
     m = wp.shape[0]
-    b, n = x.shape[0], x.shape[-1] + m - 1
     # Output frame q reads input frames q - m + 1 .. q (zero outside): left padding m - 1.
-    y = conv1d_taps(x, wp, m - 1, 1, length=n).transpose(1, 2)  # [B, n, Cout * stride], contiguous
+    return phases_to_time(conv1d_taps(x, wp, m - 1, 1, length=x.shape[-1] + m - 1), out_channels, stride)
+
+
+def phases_to_time(y: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
+    """Polyphase output ``y [B, Cout * stride, n]`` (a time-major view, as
+    :func:`conv1d_taps` returns it) -> ``[B, Cout, n * stride]``."""
+    b, n = y.shape[0], y.shape[-1]
+    y = y.transpose(1, 2)  # [B, n, Cout * stride], contiguous
     # [B, n, Cout * stride] -> [B, Cout, n * stride]: phase p of frame q is sample q * stride + p.
     # Kept time-major in memory, the layout conv1d_taps and the element-wise ops between
     # them then share (mixing layouts makes element-wise ops several times slower).
@@ -228,6 +242,10 @@ class Conv1d(nn.Conv1d):
         self.use_mm = False
         self.use_taps = False
         self.weight_taps = torch.zeros(0)
+        self.use_winograd = False
+        self.winograd_u = torch.zeros(0)  # [alpha, Cin, Cout]
+        self.winograd_at = torch.zeros(0)  # [m, alpha]
+        self.winograd_bt = torch.zeros(0)  # [alpha, alpha]
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv1d_mm` (weights re-laid tap-major)."""
@@ -247,6 +265,10 @@ class Conv1d(nn.Conv1d):
         """Inference only, whole signals: dense convolutions through :func:`conv1d_taps`
         (oneDNN keeps the grouped ones)."""
         if self.groups == 1 and not self.pad.streaming:
+            if self.stride[0] == 1 and self.kernel_size[0] in (2, 3) and self.in_channels * self.out_channels >= WINOGRAD_MIN_WIDTH:
+                self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(self.weight.detach(), WINOGRAD_TILE)
+                self.use_winograd = True
+                return
             self.weight_taps = self.weight.detach().permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
             self.use_taps = True
 
@@ -256,6 +278,14 @@ class Conv1d(nn.Conv1d):
         return self.pad.right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_winograd and not self.pad.streaming:
+            left = self.pad.total - self.pad.right
+            u, at, bt = self.winograd_u.to(x.dtype), self.winograd_at.to(x.dtype), self.winograd_bt.to(x.dtype)
+            y = conv1d_winograd(x, u, at, bt, left, self.dilation[0])
+            bias = self.bias
+            if bias is not None:
+                y = y + bias.unsqueeze(-1)
+            return y
         if self.use_taps and not self.pad.streaming:
             left = self.pad.total - self.pad.right
             y = conv1d_taps(x, self.weight_taps.to(x.dtype), left, self.dilation[0], self.stride[0])
@@ -320,6 +350,10 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         self.use_mm = False
         self.use_poly = False
         self.weight_poly = torch.zeros(0)
+        self.use_winograd = False
+        self.winograd_u = torch.zeros(0)  # [alpha, Cin, Cout * stride]
+        self.winograd_at = torch.zeros(0)
+        self.winograd_bt = torch.zeros(0)
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv_transpose1d_mm`."""
@@ -331,6 +365,13 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         oneDNN's transposed convolution on long signals), weights re-laid once here."""
         self.weight_poly = polyphase_weight(self.weight.detach(), self.stride[0])
         self.use_poly = True
+        taps, cin, cout = self.weight_poly.shape
+        if taps in (2, 3) and cin * cout >= WINOGRAD_MIN_WIDTH:
+            # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
+            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(
+                self.weight_poly.permute(2, 1, 0), WINOGRAD_TILE
+            )
+            self.use_winograd = True
 
     @property
     def delay(self) -> int:
@@ -341,6 +382,11 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         if self.use_mm:
             wt = self.weight.reshape(self.in_channels, -1)
             y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
+        elif self.use_winograd:
+            u, at, bt = self.winograd_u.to(x.dtype), self.winograd_at.to(x.dtype), self.winograd_bt.to(x.dtype)
+            taps = u.shape[0] - at.shape[0] + 1
+            y = conv1d_winograd(x, u, at, bt, taps - 1, 1, x.shape[-1] + taps - 1)
+            y = phases_to_time(y, self.out_channels, self.stride[0])
         elif self.use_poly:
             y = conv_transpose1d_poly(x, self.weight_poly.to(x.dtype), self.out_channels, self.stride[0])
         else:
