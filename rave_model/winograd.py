@@ -81,7 +81,14 @@ def winograd_weight(weight: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.T
 
 
 def conv1d_winograd(
-    x: torch.Tensor, u: torch.Tensor, at: torch.Tensor, bt: torch.Tensor, left: int, dilation: int, length: int = -1
+    x: torch.Tensor,
+    u: torch.Tensor,
+    at: torch.Tensor,
+    bt: torch.Tensor,
+    left: int,
+    dilation: int,
+    length: int = -1,
+    block: int = 1024,
 ) -> torch.Tensor:
     """Stride-1 convolution of ``x [B, Cin, T]``, zero-padded with ``left`` samples before
     and as many as needed after: output row ``t`` reads input rows
@@ -91,6 +98,11 @@ def conv1d_winograd(
     Dilation: output rows ``t`` and ``t + dilation`` share inputs, so a tile is ``m``
     outputs ``dilation`` apart; the ``dilation`` interleaved tiles of a super-row of
     ``m * dilation`` outputs are transformed together as one ``[dilation * Cin]`` row.
+
+    About ``block`` output rows are done at a time: the transformed tiles of a block
+    (``alpha / m`` times its input) then stay in the core's cache between the four
+    steps, and no temporary is large enough to be a fresh page-faulting allocation
+    per call (whole-signal temporaries made a 128-channel layer 2-3x slower).
     """
     alpha, cin, cout = u.shape
     m = at.shape[0]
@@ -98,24 +110,33 @@ def conv1d_winograd(
     b, t = x.shape[0], x.shape[-1]
     n = t if length < 0 else length
     d = dilation
-    tiles = -(-(-(-n // d)) // m)  # ceil(ceil(n / d) / m)
-    rows = (tiles * m + r - 1) * d  # padded input rows every tile reads
     width = d * cin
-    outs: list[torch.Tensor] = []
+    tiles = -(-(-(-n // d)) // m)  # ceil(ceil(n / d) / m)
+    per_block = max(1, block // (m * d))
+    out = x.new_empty(b, tiles * m * d, cout)
     for i in range(b):
         x0 = x[i].t()  # [T, Cin]
-        xp = x0.new_zeros(rows, cin)
-        stop = min(t, rows - left)
-        xp[left : left + stop] = x0[:stop]
-        # Tile a, point i reads super-row a * m + i: the tiles overlap by r - 1 super-rows,
-        # so gather them once into [alpha, tiles, d * Cin] (one strided copy)...
-        cols = torch.as_strided(xp, (alpha, tiles, width), (width, m * width, 1)).contiguous()
-        # ... transform every tile with one product, multiply channels per point ...
-        v = torch.mm(bt, cols.view(alpha, tiles * width)).view(alpha, tiles * d, cin)
-        prod = torch.bmm(v, u)  # [alpha, tiles * d, Cout]
-        # ... and transform back: [m, tiles, d * Cout], then interleave the m outputs.
-        y = torch.mm(at, prod.view(alpha, tiles * d * cout)).view(m, tiles, d * cout)
-        outs.append(y.transpose(0, 1).reshape(tiles * m * d, cout)[:n])
-    if b == 1:
-        return outs[0].t().unsqueeze(0)
-    return torch.stack(outs).transpose(1, 2)
+        direct = x0.stride(1) == 1 and x0.stride(0) == cin  # rows can be read in place
+        ov = out[i].view(tiles, m, d * cout)
+        for a0 in range(0, tiles, per_block):
+            nb = min(per_block, tiles - a0)
+            start = a0 * m * d - left  # first input row of the block (may be negative)
+            rows = (nb * m + r - 1) * d
+            if direct and start >= 0 and start + rows <= t:
+                src, offset = x0, x0.storage_offset() + start * cin
+            else:  # the edges: a zero-padded copy of the rows that exist
+                src = x0.new_zeros(rows, cin)
+                lo, hi = max(start, 0), min(start + rows, t)
+                if lo < hi:
+                    src[lo - start : hi - start] = x0[lo:hi]
+                offset = src.storage_offset()
+            # Tile a, point j reads super-row a * m + j (tiles overlap by r - 1 super-rows):
+            # gather them as [alpha, tiles, d * Cin] ...
+            cols = torch.as_strided(src, (alpha, nb, width), (width, m * width, 1), offset).contiguous()
+            # ... transform every tile with one product, multiply channels per point ...
+            v = torch.mm(bt, cols.view(alpha, nb * width)).view(alpha, nb * d, cin)
+            prod = torch.bmm(v, u)  # [alpha, nb * d, Cout]
+            # ... transform back ([m, nb, d * Cout]) and interleave the m outputs.
+            y = torch.mm(at, prod.view(alpha, nb * d * cout)).view(m, nb, d * cout)
+            ov[a0 : a0 + nb].copy_(y.transpose(0, 1))
+    return out[:, :n].transpose(1, 2)

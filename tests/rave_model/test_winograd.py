@@ -75,6 +75,12 @@ def test_winograd_equals_the_direct_convolution(b, t, r, m, dilation, left, extr
     y = conv1d_winograd(x, u, at, bt, left, dilation, length if extra else -1)
     assert y.shape == ref.shape
     assert (y - ref).abs().max() < 1e-5 * float(ref.abs().max())
+    # In blocks (interior blocks read the input in place, edge blocks from a padded copy),
+    # and from a channel-major input (always copied): the same numbers.
+    tol = 1e-5 * float(ref.abs().max())
+    for block in (1, 8, 24):
+        assert (conv1d_winograd(x, u, at, bt, left, dilation, length if extra else -1, block) - ref).abs().max() < tol
+    assert (conv1d_winograd(x.contiguous(), u, at, bt, left, dilation, length if extra else -1, 8) - ref).abs().max() < tol
     # The same function compiles for the exported TorchScript module.
     scripted = torch.jit.script(conv1d_winograd)
     assert torch.equal(scripted(x, u, at, bt, left, dilation, length if extra else -1), y)
