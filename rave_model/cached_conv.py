@@ -501,6 +501,32 @@ def prepare_mm(module: nn.Module) -> None:
             m.prepare_mm()
 
 
+def fold_batchnorm(module: nn.Module) -> None:
+    """Inference only: fold every eval-mode ``BatchNorm1d`` that directly follows a
+    :class:`Conv1d` in an ``nn.Sequential`` into that convolution's weight and bias,
+    and drop it. In eval mode BatchNorm is the per-channel affine map
+    ``(y - mean) * gamma / sqrt(var + eps) + beta``; applied to the convolution's weights
+    it costs nothing at run time (it was a full memory pass per layer), offline or
+    streaming. Outputs are unchanged up to rounding."""
+    for seq in list(module.modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        i = 1
+        while i < len(seq):
+            conv, norm = seq[i - 1], seq[i]
+            foldable = isinstance(conv, Conv1d) and not hasattr(conv, "parametrizations")  # weight norm: fold that first
+            if foldable and isinstance(norm, nn.BatchNorm1d) and not norm.training and norm.running_var is not None:
+                with torch.no_grad():
+                    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps) if norm.affine else torch.rsqrt(norm.running_var + norm.eps)
+                    shift = norm.bias - norm.running_mean * scale if norm.affine else -norm.running_mean * scale
+                    bias = conv.bias * scale + shift if conv.bias is not None else shift
+                    conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1), requires_grad=False)
+                    conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
+                del seq[i]
+            else:
+                i += 1
+
+
 def prepare_offline(module: nn.Module) -> None:
     """Inference only, whole signals: switch the transposed convolutions of ``module`` to
     their polyphase kernels, the dense ones to :func:`conv1d_taps`, and make the

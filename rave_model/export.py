@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import FrameNoise, prepare_mm, prepare_offline
+from rave_model.cached_conv import FrameNoise, fold_batchnorm, prepare_mm, prepare_offline
 from rave_model.model import RAVE
 
 
@@ -158,6 +158,7 @@ def build_export(
     for m in model.modules():
         if hasattr(m, "deterministic"):
             m.deterministic = True
+    fold_batchnorm(model)
     if streaming:
         # Streaming calls see short blocks, where BLAS matmuls are several times faster
         # than oneDNN convolutions; long offline signals are faster with oneDNN.

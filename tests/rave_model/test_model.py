@@ -8,7 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rave_model.cached_conv import Conv1d, ConvTranspose1d, conv1d_taps, prepare_mm, prepare_offline, set_streaming  # noqa: E402
+from rave_model.cached_conv import (  # noqa: E402
+    Conv1d,
+    ConvTranspose1d,
+    conv1d_taps,
+    fold_batchnorm,
+    prepare_mm,
+    prepare_offline,
+    set_streaming,
+)
 from rave_model.config import PRESETS, Config, load_config, valid_keys  # noqa: E402
 from rave_model.model import RAVE, count_parameters  # noqa: E402
 from rave_model.pqmf import PQMF  # noqa: E402
@@ -265,6 +273,32 @@ def test_offline_kernels_keep_the_model_output():
     with torch.no_grad():
         ref = model(x)
         assert (fast(x) - ref).abs().max() < 1e-5 * float(ref.abs().max())
+
+
+def test_batchnorm_folds_into_the_preceding_convolution():
+    torch.manual_seed(0)
+    model = RAVE(load_config("v1", ["model.capacity=8", "model.latent_size=4"]))
+    norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms
+    for norm in norms:  # trained-looking statistics, not the identity of a fresh layer
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    fast = model.folded().eval()
+    fold_batchnorm(fast)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fast.modules())
+    x = music(0.3, 44100)[..., : 4 * 2048]
+    with torch.no_grad():
+        ref = model.encoder(model.pqmf(x))
+        assert (fast.encoder(fast.pqmf(x)) - ref).abs().max() < 1e-5 * float(ref.abs().max())
+        set_streaming(fast, True)
+        parts = torch.cat([fast.encoder(fast.pqmf(x[..., i : i + 2048])) for i in range(0, x.shape[-1], 2048)], -1)
+        set_streaming(fast, False)
+        set_streaming(model, True)
+        whole = torch.cat([model.encoder(model.pqmf(x[..., i : i + 2048])) for i in range(0, x.shape[-1], 2048)], -1)
+    assert (parts - whole).abs().max() < 1e-5 * float(whole.abs().max())
 
 
 def test_load_model_from_checkpoint(tmp_path: Path):
