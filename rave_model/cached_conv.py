@@ -213,6 +213,40 @@ def phases_to_time(y: torch.Tensor, out_channels: int, stride: int) -> torch.Ten
     return y.transpose(1, 2)
 
 
+def winograd_suits(weight: torch.Tensor) -> bool:
+    """Whether a stride-1 ``[Cout, Cin, k]`` convolution is faster through Winograd."""
+    return weight.shape[-1] in (2, 3) and weight.shape[0] * weight.shape[1] >= WINOGRAD_MIN_WIDTH
+
+
+def space_to_depth(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``[B, C, T] -> [B, stride * C, ceil(T / stride)]``: frame ``q`` holds input frames
+    ``q * stride .. q * stride + stride - 1`` side by side (channel ``p * C + c`` is
+    frame ``q * stride + p``, channel ``c``), zero-padded at the end. Free for a
+    time-major input (a reshape of ``[T, C]`` rows); the result is time-major."""
+    b, c, t = x.shape
+    xt = x.transpose(1, 2)  # [B, T, C]
+    if t % stride:
+        xt = F.pad(xt, (0, 0, 0, stride - t % stride))
+    return xt.reshape(b, -1, stride * c).transpose(1, 2)
+
+
+def space_to_depth_weight(weight: torch.Tensor, stride: int, left: int) -> tuple[torch.Tensor, int]:
+    """A stride-``s`` convolution ``[Cout, Cin, k]`` whose output frame ``r`` reads input
+    frames ``s * r + j - left``, as the stride-1 convolution ``[Cout, s * Cin, k']`` over
+    :func:`space_to_depth` frames, and its left padding (in those frames).
+
+    Tap ``j`` lands in folded frame ``r + (j - left) // s`` at phase ``(j - left) % s``;
+    ``k'`` spans the folded frames reached, with zeros where no original tap falls.
+    """
+    cout, cin, k = weight.shape
+    first, last = (-left) // stride, (k - 1 - left) // stride
+    folded = weight.new_zeros(cout, stride, cin, last - first + 1)
+    for j in range(k):
+        q, p = divmod(j - left, stride)
+        folded[:, p, :, q - first] = weight[:, :, j]
+    return folded.reshape(cout, stride * cin, last - first + 1), -first
+
+
 def tap_major(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
     """Same values and shape as ``weight`` but laid out in memory in ``order``, so that
     ``weight.permute(order)`` is contiguous and flattening it for a matmul is free."""
@@ -243,7 +277,9 @@ class Conv1d(nn.Conv1d):
         self.use_taps = False
         self.weight_taps = torch.zeros(0)
         self.use_winograd = False
-        self.winograd_u = torch.zeros(0)  # [alpha, Cin, Cout]
+        self.depth_stride = 1  # > 1: offline, the input goes through space_to_depth first
+        self.winograd_left = 0
+        self.winograd_u = torch.zeros(0)  # [alpha, Cin (* depth_stride), Cout]
         self.winograd_at = torch.zeros(0)  # [m, alpha]
         self.winograd_bt = torch.zeros(0)  # [alpha, alpha]
 
@@ -262,15 +298,33 @@ class Conv1d(nn.Conv1d):
         self.use_mm = True
 
     def prepare_offline(self) -> None:
-        """Inference only, whole signals: dense convolutions through :func:`conv1d_taps`
-        (oneDNN keeps the grouped ones)."""
-        if self.groups == 1 and not self.pad.streaming:
-            if self.stride[0] == 1 and self.kernel_size[0] in (2, 3) and self.in_channels * self.out_channels >= WINOGRAD_MIN_WIDTH:
-                self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(self.weight.detach(), WINOGRAD_TILE)
-                self.use_winograd = True
-                return
-            self.weight_taps = self.weight.detach().permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
-            self.use_taps = True
+        """Inference only, whole signals: dense convolutions through :func:`conv1d_winograd`
+        when they are wide and have (or can be given) 2 or 3 taps, :func:`conv1d_taps`
+        otherwise (oneDNN keeps the grouped ones).
+
+        A strided convolution is first rewritten as a stride-1 one over
+        :func:`space_to_depth` frames (``stride`` input frames side by side): its
+        ``k`` taps become ``ceil``-ish ``k / stride`` taps over ``stride * Cin`` channels,
+        which Winograd then applies to (v1's 9-tap, stride-4 encoder layers become
+        3-tap ones: 6 products per 4 outputs instead of 9 direct ones).
+        """
+        if self.groups != 1 or self.pad.streaming:
+            return
+        weight = self.weight.detach()
+        left = self.pad.total - self.pad.right
+        stride = self.stride[0]
+        if stride > 1 and self.dilation[0] == 1:
+            folded, folded_left = space_to_depth_weight(weight, stride, left)
+            if winograd_suits(folded):
+                weight, left = folded, folded_left
+                self.depth_stride = stride
+        if (stride == 1 or self.depth_stride > 1) and winograd_suits(weight):
+            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
+            self.winograd_left = left
+            self.use_winograd = True
+            return
+        self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
+        self.use_taps = True
 
     @property
     def delay(self) -> int:
@@ -279,9 +333,11 @@ class Conv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_winograd and not self.pad.streaming:
-            left = self.pad.total - self.pad.right
+            n = x.shape[-1] // self.stride[0]
+            if self.depth_stride > 1:
+                x = space_to_depth(x, self.depth_stride)
             u, at, bt = self.winograd_u.to(x.dtype), self.winograd_at.to(x.dtype), self.winograd_bt.to(x.dtype)
-            y = conv1d_winograd(x, u, at, bt, left, self.dilation[0])
+            y = conv1d_winograd(x, u, at, bt, self.winograd_left, self.dilation[0], n)
             bias = self.bias
             if bias is not None:
                 y = y + bias.unsqueeze(-1)
@@ -365,8 +421,7 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         oneDNN's transposed convolution on long signals), weights re-laid once here."""
         self.weight_poly = polyphase_weight(self.weight.detach(), self.stride[0])
         self.use_poly = True
-        taps, cin, cout = self.weight_poly.shape
-        if taps in (2, 3) and cin * cout >= WINOGRAD_MIN_WIDTH:
+        if winograd_suits(self.weight_poly.permute(2, 1, 0)):
             # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
             self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(
                 self.weight_poly.permute(2, 1, 0), WINOGRAD_TILE

@@ -8,7 +8,13 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from rave_model import cached_conv  # noqa: E402
-from rave_model.cached_conv import Conv1d, ConvTranspose1d, prepare_offline  # noqa: E402
+from rave_model.cached_conv import (  # noqa: E402
+    Conv1d,
+    ConvTranspose1d,
+    prepare_offline,
+    space_to_depth,
+    space_to_depth_weight,
+)
 from rave_model.config import load_config  # noqa: E402
 from rave_model.model import RAVE  # noqa: E402
 from rave_model.winograd import conv1d_winograd, transforms, winograd_weight  # noqa: E402
@@ -94,23 +100,45 @@ def test_wide_layers_switch_to_winograd_and_keep_their_output(causal):
         Conv1d(128, 256, 3, dilation=5, causal=causal, bias=True),
         ConvTranspose1d(256, 128, 8, 4, causal=causal),
         ConvTranspose1d(128, 128, 4, 2, bias=True, causal=causal),
+        # Strided: v1's encoder (9 taps, stride 4; 5 taps, stride 2) and v2's (2r taps).
+        Conv1d(64, 128, 9, stride=4, causal=causal),
+        Conv1d(128, 256, 5, stride=2, causal=causal, bias=True),
+        Conv1d(64, 128, 8, stride=4, causal=causal),
+        Conv1d(128, 128, 4, stride=2, causal=causal),
     )
     for conv in convs:
         with torch.no_grad():
+            # Lengths that are and are not multiples of the stride; shorter than the kernel.
             xs = [torch.randn(b, conv.in_channels, t) for b, t in ((2, 40), (1, 37), (1, 4))]
             refs = [conv(x) for x in xs]
             prepare_offline(conv)
             assert conv.use_winograd, conv
+            if isinstance(conv, Conv1d):
+                assert conv.depth_stride == conv.stride[0], conv
             for x, ref in zip(xs, refs):
                 y = conv(x)
                 assert y.shape == ref.shape
                 assert (y - ref).abs().max() < 1e-5 * float(ref.abs().max()), (conv, x.shape)
 
 
-def test_narrow_and_strided_layers_keep_the_direct_kernels():
-    for conv in (Conv1d(64, 64, 3), Conv1d(256, 256, 9, stride=4), Conv1d(256, 256, 7), Conv1d(256, 256, 1)):
+def test_narrow_and_long_kernels_keep_the_direct_kernels():
+    # Too narrow to pay for the transforms; 7 or 1 taps; strided but still too narrow.
+    for conv in (Conv1d(64, 64, 3), Conv1d(256, 256, 7), Conv1d(256, 256, 1), Conv1d(16, 32, 9, stride=4)):
         prepare_offline(conv)
-        assert not conv.use_winograd and conv.use_taps, conv
+        assert not conv.use_winograd and conv.use_taps and conv.depth_stride == 1, conv
+
+
+@pytest.mark.parametrize("kernel, stride, left", [(9, 4, 3), (9, 4, 5), (5, 2, 2), (5, 2, 3), (8, 4, 2), (4, 2, 0), (3, 2, 1)])
+def test_space_to_depth_turns_a_strided_convolution_into_a_stride_1_one(kernel, stride, left):
+    torch.manual_seed(0)
+    weight, x = torch.randn(5, 3, kernel), torch.randn(2, 3, 8 * stride + 1)
+    n = x.shape[-1] // stride
+    right = (n - 1) * stride + kernel - left - x.shape[-1]
+    ref = F.conv1d(F.pad(x, (left, max(right, 0))), weight, stride=stride)[..., :n]
+    folded, folded_left = space_to_depth_weight(weight, stride, left)
+    assert folded.shape[:2] == (5, 3 * stride)
+    y = reference(space_to_depth(x, stride), folded, folded_left, 1, n)
+    assert torch.allclose(y, ref, atol=1e-5)
 
 
 def test_winograd_keeps_the_model_output(monkeypatch):
