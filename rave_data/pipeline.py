@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,9 @@ import numpy as np
 from rave_data import __version__
 from rave_data.dataset.codec import encode_waveform
 from rave_data.dataset.writer import write_value
+# The job types live in a module without numpy (the parent imports them);
+# re-exported here, where the worker side of them is.
+from rave_data.job import OutputResult, SourceJob, SourceResult, output_name  # noqa: F401
 from rave_data.settings import PrepSettings
 from rave_data.spool import Spool
 
@@ -34,53 +37,6 @@ BLOCK_FRAMES = 1 << 17
 #: Augmentation is applied per segment of this many seconds so memory stays
 #: bounded on hour-long files (effects with tails restart at each boundary).
 AUGMENT_SEGMENT_SECONDS = 60.0
-
-
-@dataclass
-class SourceJob:
-    """What a worker needs to process one source (picklable)."""
-
-    path: str
-    rel: str  # POSIX path relative to in/
-    fingerprint: str
-    out_dir: str
-    work_dir: str
-    settings: PrepSettings
-
-
-@dataclass
-class OutputResult:
-    """One output file of a source: its manifest line (``keys`` filled in by
-    the parent at commit) and where its examples wait."""
-
-    line: dict[str, Any]
-    examples_path: str | None
-    n_examples: int
-
-
-@dataclass
-class SourceResult:
-    source: str
-    fingerprint: str
-    seconds_in: float = 0.0
-    outputs: list[OutputResult] = field(default_factory=list)
-    skipped: str | None = None  # reason the source was skipped
-    warnings: list[str] = field(default_factory=list)  # e.g. a failed variant
-    trimmed_seconds: float = 0.0
-    short: bool = False  # shorter than one example: nothing went into the LMDB
-
-
-def output_name(rel: str, fmt: str, variant: int | None = None) -> str:
-    """Output path (relative to out/) for source ``rel``: the input tree
-    mirrored under ``audio/``. The source extension is kept when it differs
-    from ``fmt`` (``take.mp3`` -> ``audio/take.mp3.wav``) so ``take.mp3`` and
-    ``take.flac`` never write the same file; variants add ``.augNN``."""
-    p = PurePosixPath(rel)
-    stem, ext = p.stem, p.suffix[1:]
-    name = stem if ext.lower() == fmt else f"{stem}.{ext}"
-    if variant is not None:
-        name += f".aug{variant:02d}"
-    return str(PurePosixPath("audio") / p.parent / f"{name}.{fmt}")
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
@@ -250,7 +206,7 @@ def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[st
     ]
     if trimmer is not None:
         steps.append({"name": "trim", "params": {"silence_db": s.silence_db, "max_silence": s.max_silence, "removed_seconds": round(trimmed, 6)}})
-    norm: dict[str, Any] = {"mode": s.normalize, "gain_db": round(20 * np.log10(gain), 4), "peak_before": round(peak.peak, 6)}
+    norm: dict[str, Any] = {"mode": s.normalize, "gain_db": round(20 * math.log10(gain), 4), "peak_before": round(peak.peak, 6)}
     if s.normalize == "peak":
         norm["peak_db"] = s.peak_db
     elif s.normalize == "loudness":

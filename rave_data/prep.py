@@ -39,7 +39,7 @@ from rave_data.settings import PrepSettings
 if TYPE_CHECKING:
     from rave_data.dataset.manifest import ManifestStore
     from rave_data.dataset.writer import ExampleWriter
-    from rave_data.pipeline import SourceJob, SourceResult
+    from rave_data.job import SourceJob, SourceResult
 
 STATE_DIR = ".ravedata"
 #: Everything ``prep`` writes in out/ (and all that ``--overwrite`` deletes).
@@ -243,7 +243,7 @@ def _plan(
     sources seen). Unchanged ones are counted, unreadable or colliding ones
     skipped (in ``stats``)."""
     from rave_data.fingerprint import fingerprint
-    from rave_data.pipeline import SourceJob, output_name
+    from rave_data.job import SourceJob, output_name
 
     # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
     # needed when the sweep found referenced keys missing.
@@ -429,7 +429,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
     worker that dies (a decoder crashing the process) costs only its source:
     unfinished sources are retried one by one in a fresh pool.
     """
-    from rave_data.pipeline import process_source
+    from rave_data.job import run_job
 
     # Even --jobs 1 runs in a spawned worker: results must be bit-identical
     # whatever --jobs is, and BLAS (the resampler's matmul) rounds differently
@@ -442,6 +442,8 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
         # Workers cannot start at all (e.g. a __main__ read from stdin, which
         # multiprocessing cannot re-import): do the work in this process
         # (not through _run again, which would retry the pool forever).
+        from rave_data.pipeline import process_source
+
         for job in todo:
             result = process_source(job)
             done(result)
@@ -452,7 +454,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
     next_i = 0
     with pool:
         order = sorted(range(len(todo)), key=lambda i: -weights[i]) if weights else range(len(todo))
-        futures: dict[Future[SourceResult], int] = {pool.submit(process_source, todo[i]): i for i in order}
+        futures: dict[Future[SourceResult], int] = {pool.submit(run_job, todo[i]): i for i in order}
         for fut in as_completed(futures):
             i = futures[fut]
             try:
@@ -478,10 +480,10 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
 
 def _isolated(job: SourceJob) -> SourceResult:
     """Run one source in its own process; a crash skips it with a reason."""
-    from rave_data.pipeline import SourceResult, process_source
+    from rave_data.job import SourceResult, run_job
 
     with _worker_pool(1) as pool:
         try:
-            return pool.submit(process_source, job).result()
+            return pool.submit(run_job, job).result()
         except BrokenProcessPool:
             return SourceResult(job.rel, job.fingerprint, skipped="the decoder crashed (worker process died)")

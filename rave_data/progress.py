@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rave_data.pipeline import SourceResult
+from rave_data.job import SourceResult
 from rave_data.prep import Progress
 
 

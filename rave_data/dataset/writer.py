@@ -6,13 +6,16 @@ sparse files and confuses users who see a 100 GB ``data.mdb``.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-
-from rave_data.dataset.codec import encode_waveform
+# numpy (and the codec, which needs it) only where arrays are encoded: prep's
+# parent process only copies values the workers encoded, and importing numpy
+# there (~0.07 s) would delay the start of the first worker.
+if TYPE_CHECKING:
+    import numpy as np
 
 INITIAL_MAP_SIZE = 64 * 1024**2
 #: Values buffered per write transaction: bounds the writer's memory (LMDB keeps
@@ -51,12 +54,14 @@ class GrowingEnv:
     def __init__(self, path: Path | str, initial_map_size: int = INITIAL_MAP_SIZE) -> None:
         import lmdb
 
-        from rave_data.dataset.reader import release
-
         self._lmdb = lmdb
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        release(self.path)  # a read handle of this process would block opening
+        # A read handle of this process would block opening; there is none
+        # unless the reader was imported (not importing it spares numpy).
+        reader = sys.modules.get("rave_data.dataset.reader")
+        if reader is not None:
+            reader.release(self.path)
         # readahead=False (MADV_RANDOM): listing keys touches the first page of
         # every value; with the kernel's readahead each touch would map ~all of
         # data.mdb into this process (314 MB resident for a 1-hour source).
@@ -181,7 +186,12 @@ class ExampleWriter:
         for example in examples:
             key = format_key(self._next)
             self._next += 1
-            value = example if isinstance(example, bytes) else encode_waveform(example, self.sr)
+            if isinstance(example, bytes):
+                value = example
+            else:
+                from rave_data.dataset.codec import encode_waveform
+
+                value = encode_waveform(example, self.sr)
             batch.append((key, value))
             keys.append(key.decode())
             size += len(value)

@@ -1,0 +1,70 @@
+"""What prep hands a worker and what comes back, without the pipeline's imports.
+
+The parent process builds :class:`SourceJob` s, names outputs and reads
+:class:`SourceResult` s, but never touches audio: keeping these types out of
+:mod:`rave_data.pipeline` (numpy, the codec) lets it plan and submit work
+without importing numpy at all, so the first worker starts sooner.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from rave_data.settings import PrepSettings
+
+
+@dataclass
+class SourceJob:
+    """What a worker needs to process one source (picklable)."""
+
+    path: str
+    rel: str  # POSIX path relative to in/
+    fingerprint: str
+    out_dir: str
+    work_dir: str
+    settings: PrepSettings
+
+
+@dataclass
+class OutputResult:
+    """One output file of a source: its manifest line (``keys`` filled in by
+    the parent at commit) and where its examples wait."""
+
+    line: dict[str, Any]
+    examples_path: str | None
+    n_examples: int
+
+
+@dataclass
+class SourceResult:
+    source: str
+    fingerprint: str
+    seconds_in: float = 0.0
+    outputs: list[OutputResult] = field(default_factory=list)
+    skipped: str | None = None  # reason the source was skipped
+    warnings: list[str] = field(default_factory=list)  # e.g. a failed variant
+    trimmed_seconds: float = 0.0
+    short: bool = False  # shorter than one example: nothing went into the LMDB
+
+
+def output_name(rel: str, fmt: str, variant: int | None = None) -> str:
+    """Output path (relative to out/) for source ``rel``: the input tree
+    mirrored under ``audio/``. The source extension is kept when it differs
+    from ``fmt`` (``take.mp3`` -> ``audio/take.mp3.wav``) so ``take.mp3`` and
+    ``take.flac`` never write the same file; variants add ``.augNN``."""
+    p = PurePosixPath(rel)
+    stem, ext = p.stem, p.suffix[1:]
+    name = stem if ext.lower() == fmt else f"{stem}.{ext}"
+    if variant is not None:
+        name += f".aug{variant:02d}"
+    return str(PurePosixPath("audio") / p.parent / f"{name}.{fmt}")
+
+
+def run_job(job: SourceJob) -> SourceResult:
+    """Process one source (in a worker): what the parent submits, by
+    reference, so that it need not import the pipeline itself. The workers'
+    fork server has the pipeline imported already."""
+    from rave_data.pipeline import process_source
+
+    return process_source(job)

@@ -1,0 +1,68 @@
+"""prep's start-up: what the parent process imports and when the worker fork
+server starts (the parts that decide how soon the first worker runs)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.audio import concat, noise, silence, sine, write
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str, *args: str, name: str | None = None, tmp: Path | None = None) -> str:
+    """Run ``code`` in a fresh interpreter (as a script called ``name`` when
+    given, the way pip's ``ravedata`` launcher runs); returns its stdout."""
+    if name is None:
+        cmd = [sys.executable, "-c", code, *args]
+    else:
+        assert tmp is not None
+        script = tmp / name
+        script.write_text(code)
+        cmd = [sys.executable, str(script), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_parent_process_never_imports_numpy_or_the_pipeline(tmp_path):
+    # The parent only plans, copies encoded values into the LMDB and writes
+    # the manifest; numpy there would delay the first worker (~0.07 s).
+    write(tmp_path / "in" / "a.wav", concat(sine(1.0, 16000), silence(1.5, 16000), noise(1.0, 16000)), 16000)
+    write(tmp_path / "in" / "b.flac", sine(1.5, 22050, freq=220, channels=2), 22050)
+    code = (
+        "import sys, json\n"
+        "from rave_data.prep import prep\n"
+        "from rave_data.settings import PrepSettings\n"
+        "r = prep(sys.argv[1], sys.argv[2], PrepSettings(sr=16000, num_signal=2048), jobs=2)\n"
+        "heavy = [m for m in ('numpy', 'soundfile', 'rave_data.pipeline', 'rave_data.dataset.codec') if m in sys.modules]\n"
+        "print(json.dumps({'processed': r['run']['processed'], 'heavy': heavy}))\n"
+    )
+    out = json.loads(_run(code, str(tmp_path / "in"), str(tmp_path / "out")))
+    assert out["processed"] == 2
+    assert out["heavy"] == []
+    assert len(list((tmp_path / "out" / "audio").rglob("*.wav"))) == 2
+
+
+_PROBE = (
+    "import sys, json, psutil\n"
+    "import rave_data.cli.app\n"
+    "kids = [' '.join(p.cmdline()) for p in psutil.Process().children()]\n"
+    "spec = getattr(sys.modules['__main__'].__spec__, 'name', None)\n"
+    "print(json.dumps({'server': any('multiprocessing.forkserver' in k for k in kids), 'spec': spec}))\n"
+)
+
+
+def test_launcher_starts_the_fork_server_before_parsing(tmp_path):
+    out = json.loads(_run(_PROBE, "prep", "in", "out", name="ravedata", tmp=tmp_path))
+    assert out == {"server": True, "spec": "rave_data.__main__"}
+
+
+def test_no_server_for_help_other_commands_or_a_mere_import(tmp_path):
+    for args, name in [(("prep", "--help"), "ravedata"), (("duration", "x"), "ravedata"),
+                       (("prep", "in", "out"), None)]:
+        out = json.loads(_run(_PROBE, *args, name=name, tmp=tmp_path))
+        assert out["server"] is False, (args, name)
+        assert out["spec"] is None, (args, name)
