@@ -95,3 +95,25 @@ def test_round_trip_and_errors():
         codec.encode_waveform(wave.astype(np.float32), 16000)
     with pytest.raises(ValueError):
         codec.decode(b"\x0a\xff")  # length beyond the end
+
+
+@pytest.mark.parametrize("channels,frames,sr,meta", [
+    (1, 262144, 48000, None),  # a default-size example: lengths need 3-byte varints
+    (2, 300, 44100, {"source": "a.wav", "k": "v"}),
+    (1, 0, 16000, None),  # no data field at all
+    (3, 5, 0, None),  # no sampling_rate field
+])
+def test_waveform_frame_is_the_generic_encoding(channels, frames, sr, meta):
+    # encode_waveform (and prep's workers) build values as head + samples + tail;
+    # that must be byte for byte the generic encoder's and protobuf's own output.
+    wave = np.random.default_rng(frames).integers(-32768, 32767, (channels, frames), dtype=np.int16)
+    generic = codec.encode(codec.AudioExample(
+        buffers={"waveform": codec.AudioBuffer(data=wave.astype("<i2").tobytes(), sampling_rate=sr,
+                                               shape=[channels, frames], precision=codec.INT16)},
+        metadata=dict(meta or {})))
+    head, tail = codec.waveform_frame(channels, frames, sr, meta)
+    assert head + wave.astype("<i2").tobytes() + tail == generic
+    assert codec.encode_waveform(wave, sr, meta) == generic
+    msg = AE()
+    msg.ParseFromString(generic)
+    assert msg.SerializeToString(deterministic=True) == generic

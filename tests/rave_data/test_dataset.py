@@ -161,3 +161,28 @@ def test_reader_takes_keys_from_a_matching_manifest_only(tmp_path):
     # A manifest that does not match the count is ignored.
     write_manifest(tmp_path / "manifest.jsonl", [dict(line, keys=["00000000"])])
     assert len(open_dataset(tmp_path)) == 4
+
+
+def test_batch_file_round_trip_and_truncation(tmp_path):
+    # Workers write encoded examples to a batch file; the parent maps it and
+    # copies the values (memoryviews of the map) into the LMDB.
+    from rave_data.dataset.writer import read_values, write_value
+
+    values = [encode_waveform(np.full((1, n), n, np.int16), 16000) for n in (1, 300, 4096)]
+    batch = tmp_path / "a.examples"
+    with open(batch, "wb") as f:
+        for v in values:
+            write_value(f, v)
+    assert [bytes(v) for v in read_values(batch)] == values
+    writer = ExampleWriter(tmp_path / "db", 16000)
+    assert writer.append(read_values(batch)) == ["00000000", "00000001", "00000002"]
+    assert [writer.db.get(k.encode()) for k in ("00000000", "00000001", "00000002")] == values
+    writer.close()
+
+    (tmp_path / "empty.examples").write_bytes(b"")
+    assert list(read_values(tmp_path / "empty.examples")) == []
+    whole = batch.read_bytes()
+    for cut in (len(whole) - 1, len(whole) - len(values[-1]) - 3):  # inside a value, inside a length
+        (tmp_path / "cut.examples").write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match="truncated example batch"):
+            list(read_values(tmp_path / "cut.examples"))
