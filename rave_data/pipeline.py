@@ -7,8 +7,8 @@ Everything streams in blocks; the only whole-file state is the :class:`Spool`
 that holds the processed stream (on disk beyond 64 MB) until the
 normalisation gain is known. The worker never touches the LMDB: it leaves each
 output's examples (encoded) in a batch file under ``out/.ravedata/work-PID`` and the
-parent commits them in sorted source order, so keys do not depend on
-``--jobs`` (see :mod:`rave_data.prep`).
+parent commits them in a fixed order (see :func:`rave_data.prep.start_order`),
+so keys do not depend on ``--jobs``.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ The parallel driver around :func:`rave_data.pipeline.process_source`:
    delete temp files;
 3. find the sources; fingerprint them; keep the unchanged, drop the ones gone;
 4. process the rest in a process pool (workers forked from a clean fork
-   server, largest files first) and commit the results **in sorted source
-   order**, so the keys and the dataset are the same whatever ``--jobs``;
+   server), starting the most work first (:func:`start_order`), and commit
+   the results **in that same order**: it depends only on the sources, never
+   on ``--jobs``, so neither do the keys and the dataset;
 5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``.
 
 A source is committed by writing its examples into ``data.mdb`` and then its
@@ -215,10 +216,10 @@ def _prep_locked(
             _drop(records.pop(rel), out_dir, store, writer)
             stats.removed.append(rel)
 
+        todo = start_order(todo, sizes)
         progress.start(len(todo), sum(sizes.get(j.rel, 0) for j in todo))
         try:
-            weights = [sizes.get(j.rel, 0) for j in todo]
-            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0)), weights):
+            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0))):
                 _commit(result, settings, records, out_dir, store, writer, stats)
         finally:
             progress.stop()
@@ -273,6 +274,37 @@ def _plan(
             continue
         todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
     return todo, sizes, seen
+
+
+#: Worker time per input byte relative to PCM, by extension. Compressed files
+#: are small for their length: on bench_prep's corpus PCM WAV took ~5-6 ns
+#: per byte (decode, resample, trim, write), FLAC 11-18, mp3/ogg/m4a 150-220.
+#: Sizes alone started a 3-minute mp3 after every WAV and left one worker
+#: idle at the end. Only the order work starts in depends on this.
+_COST_PER_BYTE = {"flac": 2.5, **dict.fromkeys(("mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "mp4", "webm"), 30.0)}
+
+
+def work_estimate(rel: str, size: int) -> float:
+    """Rough relative cost of processing a source of ``size`` bytes (PCM = 1
+    per byte), for starting the longest work first."""
+    return size * _COST_PER_BYTE.get(rel.rpartition(".")[2].lower(), 1.0)
+
+
+def start_order(todo: list[SourceJob], sizes: dict[str, int]) -> list[SourceJob]:
+    """The order sources are started *and committed* in: most estimated work
+    first, ties in path order (``todo`` comes sorted; the sort is stable).
+
+    Most work first, so that a long file does not start last and run alone at
+    the end. Committed in the same order, because commits are sequential
+    (each waits for the previous source's keys): committed in path order, a
+    long file that sorts early held every later result back until it was
+    done, and their LMDB writes (~40 ms per 3 minutes of audio, most of it
+    fsync) all ran after the last worker had finished. In start order, a
+    result waits only for those started before it, which mostly finish
+    sooner. The order depends on the sources alone (paths, sizes), so the
+    keys are the same whatever ``--jobs``.
+    """
+    return sorted(todo, key=lambda j: -work_estimate(j.rel, sizes.get(j.rel, 0)))
 
 
 def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes] | None) -> bool:
@@ -417,13 +449,12 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
-         weights: Sequence[int] = ()) -> Iterator[SourceResult]:
-    """Results of ``todo`` in its (sorted) order, computed by ``jobs`` processes.
+def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None]) -> Iterator[SourceResult]:
+    """Results of ``todo`` in its order, computed by ``jobs`` processes.
 
-    Work is *started* largest first (``weights``: file sizes), so one long file
-    does not start last and run alone at the end; results are still *yielded*
-    in ``todo`` order, which is what makes the keys independent of ``--jobs``.
+    Work is started in ``todo`` order and results are *yielded* in it too,
+    whatever order they finish in: that is what makes the keys independent
+    of ``--jobs`` (see :func:`start_order`).
 
     ``done`` is called as each finishes (any order) for the progress bar. A
     worker that dies (a decoder crashing the process) costs only its source:
@@ -453,8 +484,7 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None],
     broken: list[int] = []
     next_i = 0
     with pool:
-        order = sorted(range(len(todo)), key=lambda i: -weights[i]) if weights else range(len(todo))
-        futures: dict[Future[SourceResult], int] = {pool.submit(run_job, todo[i]): i for i in order}
+        futures: dict[Future[SourceResult], int] = {pool.submit(run_job, job): i for i, job in enumerate(todo)}
         for fut in as_completed(futures):
             i = futures[fut]
             try:

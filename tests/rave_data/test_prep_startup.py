@@ -66,3 +66,34 @@ def test_no_server_for_help_other_commands_or_a_mere_import(tmp_path):
         out = json.loads(_run(_PROBE, *args, name=name, tmp=tmp_path))
         assert out["server"] is False, (args, name)
         assert out["spec"] is None, (args, name)
+
+
+def test_start_order_most_estimated_work_first_ties_by_path():
+    from rave_data.job import SourceJob
+    from rave_data.prep import start_order
+    from rave_data.settings import PrepSettings
+
+    s = PrepSettings()
+    todo = [SourceJob(f"/in/{r}", r, "fp", "/out", "/work", s) for r in ("a.wav", "b.MP3", "c.flac", "d.wav")]
+    sizes = {"a.wav": 1000, "b.MP3": 100, "c.flac": 500, "d.wav": 1000}
+    # An mp3 is small for its length (x30 per byte), flac x2.5, PCM x1.
+    assert [j.rel for j in start_order(todo, sizes)] == ["b.MP3", "c.flac", "a.wav", "d.wav"]
+
+
+def test_keys_follow_the_start_order_whatever_jobs(tmp_path):
+    # The compressed file sorts last by path but has the most estimated work:
+    # it starts first and its examples get the first keys, with 1 or 2 jobs.
+    from rave_data.dataset.manifest import read_manifest
+    from rave_data.prep import prep
+    from rave_data.settings import PrepSettings
+
+    write(tmp_path / "in" / "a.wav", noise(1.0, 16000, seed=1), 16000)
+    write(tmp_path / "in" / "z.ogg", noise(2.0, 16000, seed=2), 16000)
+    settings = PrepSettings(sr=16000, num_signal=2048)
+    firsts = []
+    for jobs in (1, 2):
+        prep(tmp_path / "in", tmp_path / f"out{jobs}", settings, jobs=jobs)
+        lines = {x["source"]: x["keys"] for x in read_manifest(tmp_path / f"out{jobs}" / "manifest.jsonl")}
+        assert lines["z.ogg"][0] == "00000000" and lines["a.wav"][0] == f"{len(lines['z.ogg']):08d}"
+        firsts.append(lines)
+    assert firsts[0] == firsts[1]
