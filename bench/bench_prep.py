@@ -1,6 +1,6 @@
 """Benchmark ``ravedata prep`` against its limit and an acids-rave-style pipeline.
 
-    .venv/bin/python bench/bench_prep.py [--layout mixed|wav] [--minutes M] [--jobs N] [--sr 48000] [--no-hour] [--workdir DIR]
+    .venv/bin/python bench/bench_prep.py [--layout mixed|wav] [--minutes M] [--jobs N] [--sr 48000] [--no-hour] [--breakdown] [--workdir DIR]
 
 In one run, on the same generated corpus (mixed formats: wav, flac 24-bit
 96 kHz, mp3, ogg, m4a when ffmpeg exists; mono and stereo), it measures:
@@ -13,6 +13,10 @@ In one run, on the same generated corpus (mixed formats: wav, flac 24-bit
   process per file decoding to s16le at the target rate, read in chunks of
   2 x num_signal samples, each written to LMDB as an AudioExample; N files at
   a time.
+
+``--breakdown`` also times (a) and prep's per-source pipeline file by file in
+one process, which separates prep's per-file work from its start-up,
+scheduling and commit costs.
 
 It prints audio seconds per wall second for each, the ratios against the
 targets (prep <= 1.5 x the time of (a); prep >= 3 x faster than (b)), and the
@@ -143,8 +147,10 @@ def _decode_resample(path: str, sr: int, channels: int) -> int:
 def limit(files: list[Path], sr: int, jobs: int) -> float:
     import multiprocessing as mp
 
-    # Same as prep's workers: spawned, one BLAS thread each (OMP_NUM_THREADS=1 is
-    # set by main() and inherited), largest files started first as prep does.
+    # Like prep's workers: spawned, one BLAS thread each (OMP_NUM_THREADS=1 is
+    # set by main() and inherited), largest files started first. (prep now
+    # starts by size x a per-format factor, rave_data.prep.start_order; run
+    # in that order, this limit measured ~0.1 s less on the mixed corpus.)
     files = sorted(files, key=lambda f: -f.stat().st_size)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -268,6 +274,40 @@ def measured(fn: Callable[..., float], *args: object) -> tuple[float, float]:
     return wall, _cpu() - c0
 
 
+def per_file_breakdown(files: list[Path], corpus: Path, work: Path, sr: int) -> None:
+    """Per source, in this one process (one BLAS thread): (a)'s decode + mix +
+    resample against prep's whole per-source pipeline (``process_source``:
+    also trim, measure, normalise, write the audio, encode the examples),
+    best of 2. The gap is prep's per-file work; the rest of the wall-time gap
+    is start-up, scheduling and the commits of the parent."""
+    from rave_data.job import SourceJob
+    from rave_data.pipeline import process_source
+    from rave_data.settings import PrepSettings
+
+    out = work / "out_breakdown"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "work").mkdir(parents=True)
+    settings = PrepSettings(sr=sr)
+    total_a = total_p = 0.0
+    print(f"{'per file, 1 process':28s} {'(a) s':>8s} {'prep s':>8s} {'ratio':>6s}")
+    for f in files:
+        rel = f.relative_to(corpus).as_posix()
+        ta = tp = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            _decode_resample(str(f), sr, 1)
+            t1 = time.perf_counter()
+            result = process_source(SourceJob(str(f), rel, "bench", str(out), str(out / "work"), settings))
+            ta, tp = min(ta, t1 - t0), min(tp, time.perf_counter() - t1)
+            for o in result.outputs:
+                if o.examples_path:
+                    os.unlink(o.examples_path)
+        total_a, total_p = total_a + ta, total_p + tp
+        print(f"  {rel:26s} {ta:8.3f} {tp:8.3f} {tp / ta:5.2f}x")
+    print(f"  {'total':26s} {total_a:8.3f} {total_p:8.3f} {total_p / total_a:5.2f}x")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layout", choices=sorted(LAYOUTS), default="mixed",
@@ -279,6 +319,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="runs of each measurement, interleaved; the best counts")
     ap.add_argument("--no-hour", action="store_true", help="skip the 1-hour peak-memory run")
     ap.add_argument("--workdir", type=Path, default=None, help="keep corpus and outputs here (default: temp)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time (a) and prep's per-source pipeline file by file, in one process")
     args = ap.parse_args()
     os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     minutes = args.minutes if args.minutes is not None else (16.0 if args.layout == "wav" else 21.0)
@@ -319,6 +361,9 @@ def main() -> None:
         print(f"vs acids-rave preprocess, 16 min WAV (recorded earlier, {ref['seconds']} s, {ref['mb']:.0f} MB): "
               f"prep {tp / scale:.2f} s per 16 min = {ref['seconds'] * scale / tp:.1f}x faster; "
               f"prep peak RSS {prep_mb:.0f} MB, data.mdb {db_mb / scale:.0f} MB per 16 min")
+
+    if args.breakdown:
+        per_file_breakdown(files, corpus, work, args.sr)
 
     if not args.no_hour:
         shutil.rmtree(work / "out_prep", ignore_errors=True)

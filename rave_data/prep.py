@@ -219,8 +219,12 @@ def _prep_locked(
         todo = start_order(todo, sizes)
         progress.start(len(todo), sum(sizes.get(j.rel, 0) for j in todo))
         try:
-            for result in _run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0))):
+            for n, result in enumerate(_run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0)))):
                 _commit(result, settings, records, out_dir, store, writer, stats)
+                if n == 0:
+                    # PyYAML (for metadata.yaml, ~15 ms to import) now, while
+                    # the workers run, rather than after the last of them.
+                    import yaml  # noqa: F401
         finally:
             progress.stop()
         shutil.rmtree(work, ignore_errors=True)
