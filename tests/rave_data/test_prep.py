@@ -294,3 +294,21 @@ def test_long_variant_is_scaled_once_not_per_segment(tmp_path):
     assert np.abs(out).max() == pytest.approx(0.999, abs=1e-4)
     ratio = np.abs(out[:, :sr]).max() / np.abs(out[:, sr:]).max()
     assert ratio == pytest.approx(0.2, rel=1e-3)  # per-segment scaling would give 0.4
+
+
+def test_output_stage_scratch_buffers_give_the_same_samples(tmp_path):
+    # _emit scales and quantises into buffers reused from block to block; the
+    # values must be those of the allocating path, block for block.
+    from rave_data.pipeline import _quantize, _scaled, _Scratch
+
+    spool = Spool(2, tmp_path / "s.f32")
+    rng = np.random.default_rng(5)
+    for n in (1000, 70000, 5, 131072, 300):  # varying block sizes, as the resampler gives
+        spool.append(rng.uniform(-1.2, 1.2, (2, n)).astype(np.float32))
+    scratch = _Scratch()
+    plain = list(_scaled(spool, 0.73))
+    for block, reused in zip(plain, _scaled(spool, 0.73, scratch), strict=True):
+        np.testing.assert_array_equal(reused, block)
+        q = _quantize(reused, scratch.get("f32", reused.shape, np.float32), scratch.get("i16", reused.shape, np.int16))
+        np.testing.assert_array_equal(q, to_int16(block))
+    spool.close()
