@@ -186,3 +186,18 @@ def test_batch_file_round_trip_and_truncation(tmp_path):
         (tmp_path / "cut.examples").write_bytes(whole[:cut])
         with pytest.raises(ValueError, match="truncated example batch"):
             list(read_values(tmp_path / "cut.examples"))
+
+
+def test_batch_pages_dropped_behind_the_reader_are_still_readable(tmp_path, monkeypatch):
+    # read_values drops pages it has left behind (MADV_DONTNEED) so an hour-long
+    # batch is not all resident; a view a caller still holds must stay valid.
+    from rave_data.dataset import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "RESIDENT_BYTES", 4096)
+    values = [encode_waveform(np.full((2, 3000), k, np.int16), 16000) for k in range(20)]  # ~12 KB each
+    batch = tmp_path / "b.examples"
+    with open(batch, "wb") as f:
+        for v in values:
+            writer_mod.write_value(f, v)
+    held = list(writer_mod.read_values(batch))  # every view kept until the end, as a write batch is
+    assert [bytes(v) for v in held] == values
