@@ -20,7 +20,7 @@ class SourceJob:
 
     path: str
     rel: str  # POSIX path relative to in/
-    fingerprint: str
+    fingerprint: str | None  # None: not taken yet (a new source), the worker takes it
     out_dir: str
     work_dir: str
     settings: PrepSettings
@@ -39,7 +39,7 @@ class OutputResult:
 @dataclass
 class SourceResult:
     source: str
-    fingerprint: str
+    fingerprint: str | None  # None only when skipped before it could be taken
     seconds_in: float = 0.0
     outputs: list[OutputResult] = field(default_factory=list)
     skipped: str | None = None  # reason the source was skipped

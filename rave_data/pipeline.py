@@ -12,6 +12,7 @@ so keys do not depend on ``--jobs``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -286,8 +287,16 @@ def process_source(job: SourceJob) -> SourceResult:
     """Process one source completely. Never raises for a bad file: the reason
     comes back in :attr:`SourceResult.skipped` and nothing of it is left."""
     from rave_data.audioinfo import DecodeError
+    from rave_data.fingerprint import fingerprint
 
     s = job.settings
+    if job.fingerprint is None:
+        # Before reading any audio: a file changed while it is processed then
+        # differs from its record, and the next run does it again.
+        try:
+            job = dataclasses.replace(job, fingerprint=fingerprint(job.path))
+        except OSError as exc:
+            return SourceResult(job.rel, None, skipped=f"cannot read: {exc.strerror or exc}")
     result = SourceResult(job.rel, job.fingerprint)
     work = Path(job.work_dir)
     tag = hashlib.sha1(job.rel.encode()).hexdigest()[:16]

@@ -5,7 +5,8 @@ The parallel driver around :func:`rave_data.pipeline.process_source`:
 1. lock ``out/`` (one writer), check the settings it was made with;
 2. recover from a killed run: sweep LMDB keys no committed source owns,
    delete temp files;
-3. find the sources; fingerprint them; keep the unchanged, drop the ones gone;
+3. find the sources; fingerprint the committed ones (the workers do the new
+   ones); keep the unchanged, drop the ones gone;
 4. process the rest in a process pool (workers forked from a clean fork
    server), starting the most work first (:func:`start_order`), and commit
    the results **in that same order**: it depends only on the sources, never
@@ -266,13 +267,16 @@ def _plan(
                                   f"would overwrite that of {claimed[name]}; rename one of them"})
             continue
         claimed[name] = rel
+        old = records.get(rel)
         try:
-            fp = fingerprint(path)
             sizes[rel] = path.stat().st_size
+            # Only a committed source needs its fingerprint to decide; a new
+            # one is fingerprinted by its worker (reading 2 MiB of each file
+            # here delayed the first worker by ~3 ms a file).
+            fp = fingerprint(path) if old is not None else None
         except OSError as exc:
             stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
             continue
-        old = records.get(rel)
         if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
             stats.unchanged += 1
             continue
@@ -385,10 +389,12 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
 _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-#: Imported once by the fork server, so each worker starts already loaded
-#: ("__main__" too: otherwise every worker re-imports the command's script).
+#: Imported once by the fork server, so each worker starts already loaded.
+#: ("__main__": asks the server to run the main script once for all workers;
+#: Python 3.11 never does, see rave_data.cli.app for how the command copes.)
 _PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.process.resample",
-            "rave_data.process.trim", "rave_data.process.loudness", "soundfile"]
+            "rave_data.process.trim", "rave_data.process.loudness", "rave_data.fingerprint",
+            "rave_data.probe", "soundfile"]
 #: Added when variants are written: pedalboard alone takes ~0.15 s to import,
 #: once in the server instead of once per worker (it starts no thread on import,
 #: so forking after it is safe).
