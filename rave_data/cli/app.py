@@ -45,7 +45,10 @@ def _prestart_prep_workers(argv: list[str]) -> None:
         main.__spec__ = ModuleSpec("rave_data.__main__", None)
     from rave_data.prep import start_worker_server
 
-    start_worker_server(augment="--augment" in argv)
+    try:
+        start_worker_server(augment="--augment" in argv)
+    except Exception:  # noqa: BLE001 - only a head start: prep() starts it again and reports
+        pass
 
 
 _prestart_prep_workers(sys.argv)
