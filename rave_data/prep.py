@@ -69,9 +69,12 @@ class RunStats:
 class Progress:
     """Progress callbacks; the default does nothing (see rave_data.progress)."""
 
-    def start(self, files: int, nbytes: int) -> None: ...
+    def start(self, files: int, work: int) -> None:
+        """``files`` sources to process, ``work`` their total estimated work
+        (:func:`work_estimate`: input bytes weighted by format)."""
 
-    def advance(self, result: SourceResult, nbytes: int) -> None: ...
+    def advance(self, result: SourceResult, work: int) -> None:
+        """One source done (in any order), ``work`` of the total."""
 
     def stop(self) -> None: ...
 
@@ -218,9 +221,11 @@ def _prep_locked(
             stats.removed.append(rel)
 
         todo = start_order(todo, sizes)
-        progress.start(len(todo), sum(sizes.get(j.rel, 0) for j in todo))
+        # The ETA follows estimated work, not bytes: lossy files are small for their length.
+        work_units = {j.rel: round(work_estimate(j.rel, sizes.get(j.rel, 0))) for j in todo}
+        progress.start(len(todo), sum(work_units.values()))
         try:
-            for n, result in enumerate(_run(todo, jobs, lambda r: progress.advance(r, sizes.get(r.source, 0)))):
+            for n, result in enumerate(_run(todo, jobs, lambda r: progress.advance(r, work_units.get(r.source, 0)))):
                 _commit(result, settings, records, out_dir, store, writer, stats)
                 if n == 0:
                     # PyYAML (for metadata.yaml, ~15 ms to import) now, while

@@ -1,7 +1,8 @@
 """A rich progress bar for ``prep``: files done, audio hours done, ETA.
 
-The ETA follows input bytes rather than file count (one long file among many
-short ones would make a count-based ETA useless); durations are only known
+The ETA follows the sources' estimated work (input bytes weighted by format,
+see ``rave_data.prep.work_estimate``) rather than file count (one long file
+among many short ones would make a count-based ETA useless); durations are only known
 once a file is decoded, so hours are shown as they accumulate.
 """
 from __future__ import annotations

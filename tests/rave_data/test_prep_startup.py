@@ -97,3 +97,30 @@ def test_keys_follow_the_start_order_whatever_jobs(tmp_path):
         assert lines["z.ogg"][0] == "00000000" and lines["a.wav"][0] == f"{len(lines['z.ogg']):08d}"
         firsts.append(lines)
     assert firsts[0] == firsts[1]
+
+
+def test_progress_follows_estimated_work_and_adds_up(tmp_path):
+    from rave_data.prep import Progress, prep, work_estimate
+    from rave_data.progress import RichProgress
+    from rave_data.settings import PrepSettings
+
+    write(tmp_path / "in" / "a.wav", noise(1.0, 16000, seed=1), 16000)
+    write(tmp_path / "in" / "z.ogg", noise(2.0, 16000, seed=2), 16000)
+
+    class Recorder(Progress):
+        def start(self, files: int, work: int) -> None:
+            self.files, self.total, self.done = files, work, []
+
+        def advance(self, result, work: int) -> None:
+            self.done.append((result.source, work))
+
+    rec = Recorder()
+    prep(tmp_path / "in", tmp_path / "out", PrepSettings(sr=16000, num_signal=2048), jobs=2, progress=rec)
+    sizes = {p.name: p.stat().st_size for p in (tmp_path / "in").iterdir()}
+    assert rec.files == 2 and sorted(s for s, _ in rec.done) == ["a.wav", "z.ogg"]
+    assert dict(rec.done) == {n: round(work_estimate(n, sizes[n])) for n in sizes}
+    assert sum(w for _, w in rec.done) == rec.total
+    # The real bar runs through the same calls (no terminal here: it must not fail).
+    report = prep(tmp_path / "in", tmp_path / "out2", PrepSettings(sr=16000, num_signal=2048), jobs=1,
+                  progress=RichProgress())
+    assert report["run"]["processed"] == 2
