@@ -1,5 +1,5 @@
-"""prep's start-up: what the parent process imports and when the worker fork
-server starts (the parts that decide how soon the first worker runs)."""
+"""prep's driver: start-up (what the parent process imports, when the worker
+fork server starts), the order work starts and is committed in, progress."""
 from __future__ import annotations
 
 import json
