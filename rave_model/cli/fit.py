@@ -39,7 +39,7 @@ def fit_command(
 
         raise typer.Exit(relaunch(nproc, sys.argv))
     from rave_model.train.distributed import ranks_from_env
-    from rave_model.train.failures import worker_errors
+    from rave_model.train.failures import exit_now, worker_errors
 
     # OSError: an unreadable dataset file, a full disk while saving (the
     # previous checkpoint stays, see checkpoint.save_atomic).
@@ -62,27 +62,9 @@ def fit_command(
     if not result.stopped and rank == 0:
         typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
     if world > 1:
-        _leave_worker(code)
+        exit_now(code)  # everything is saved and the group torn down (see exit_now)
     if code:
         raise typer.Exit(code)
-
-
-def _leave_worker(code: int) -> None:
-    """End a distributed worker once its work is saved and its group torn down.
-
-    Rarely (seen once in CI, after a SIGTERM-forwarded stop), a gloo worker
-    aborted during interpreter shutdown ("terminate called without an active
-    exception": a C++ thread destroyed while joinable), turning a clean,
-    checkpointed stop into a reported failure. Nothing is left to do at this
-    point (checkpoint written, TensorBoard closed, loader workers joined), so
-    the worker flushes its output and exits without running destructors.
-    """
-    import os
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _fail(message: str) -> None:

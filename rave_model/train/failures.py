@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -112,12 +113,30 @@ def worker_errors(expected: tuple[type[BaseException], ...] = ()) -> Iterator[No
     except SystemExit as e:
         if e.code not in (0, None):
             record_error(e, expected=True)
+            if under_launcher():
+                exit_now(e.code if isinstance(e.code, int) else 1)
         raise
     except BaseException as e:
         record_error(e, expected=isinstance(e, expected))
         if under_launcher():
-            raise SystemExit(1) from None
+            exit_now(1)
         raise
+
+
+def exit_now(code: int) -> None:
+    """End a distributed worker process without running interpreter shutdown.
+
+    Called once the worker's own cleanup has run (the block that failed or finished
+    has unwound: checkpoint saved or not needed, TensorBoard closed, loader workers
+    joined, process group destroyed). Now and then a gloo worker aborted during
+    interpreter shutdown ("terminate called without an active exception": a C++
+    thread destroyed while joinable), which added a line to a one-line error report
+    or turned a clean stop into a failure. There is nothing left for shutdown to do,
+    so the worker flushes its output and leaves with ``os._exit``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _read_reports(error_dir: Path) -> list[dict]:
