@@ -50,10 +50,9 @@ def macs_per_second_of_audio(model, sr: int) -> tuple[float, float]:
     stride-1 form)."""
     import torch
 
-    from rave_model.cached_conv import Conv1d, ConvTranspose1d, prepare_offline
+    from rave_model.cached_conv import Conv1d, ConvTranspose1d
 
-    fast = model.folded().eval()
-    prepare_offline(fast)
+    fast = model.for_inference()
     direct = offline = 0.0
 
     def hook(mod, inputs, output) -> None:

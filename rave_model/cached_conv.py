@@ -332,27 +332,20 @@ class Conv1d(nn.Conv1d):
         return self.pad.right
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_winograd and not self.pad.streaming:
+        offline = not self.pad.streaming
+        if self.use_winograd and offline:
             n = x.shape[-1] // self.stride[0]
             if self.depth_stride > 1:
                 x = space_to_depth(x, self.depth_stride)
-            u, at, bt = self.winograd_u.to(x.dtype), self.winograd_at.to(x.dtype), self.winograd_bt.to(x.dtype)
-            y = conv1d_winograd(x, u, at, bt, self.winograd_left, self.dilation[0], n)
-            bias = self.bias
-            if bias is not None:
-                y = y + bias.unsqueeze(-1)
-            return y
-        if self.use_taps and not self.pad.streaming:
+            y = conv1d_winograd(x, self.winograd_u, self.winograd_at, self.winograd_bt, self.winograd_left, self.dilation[0], n)
+        elif self.use_taps and offline:
             left = self.pad.total - self.pad.right
             y = conv1d_taps(x, self.weight_taps.to(x.dtype), left, self.dilation[0], self.stride[0])
-            bias = self.bias
-            if bias is not None:
-                y = y + bias.unsqueeze(-1)
-            return y
-        if not self.use_mm:
+        elif self.use_mm:
+            wt = self.weight.permute(2, 1, 0).reshape(-1, self.out_channels)
+            y = conv1d_mm(self.pad(x), wt, self.kernel_size[0], self.stride[0], self.dilation[0])
+        else:
             return F.conv1d(self.pad(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        wt = self.weight.permute(2, 1, 0).reshape(-1, self.out_channels)
-        y = conv1d_mm(self.pad(x), wt, self.kernel_size[0], self.stride[0], self.dilation[0])
         bias = self.bias
         if bias is not None:
             y = y + bias.unsqueeze(-1)
@@ -421,11 +414,10 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         oneDNN's transposed convolution on long signals), weights re-laid once here."""
         self.weight_poly = polyphase_weight(self.weight.detach(), self.stride[0])
         self.use_poly = True
-        if winograd_suits(self.weight_poly.permute(2, 1, 0)):
-            # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
-            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(
-                self.weight_poly.permute(2, 1, 0), WINOGRAD_TILE
-            )
+        # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
+        weight = self.weight_poly.permute(2, 1, 0)  # [Cout * stride, Cin, taps]
+        if winograd_suits(weight):
+            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
             self.use_winograd = True
 
     @property
@@ -438,9 +430,8 @@ class ConvTranspose1d(nn.ConvTranspose1d):
             wt = self.weight.reshape(self.in_channels, -1)
             y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
         elif self.use_winograd:
-            u, at, bt = self.winograd_u.to(x.dtype), self.winograd_at.to(x.dtype), self.winograd_bt.to(x.dtype)
-            taps = u.shape[0] - at.shape[0] + 1
-            y = conv1d_winograd(x, u, at, bt, taps - 1, 1, x.shape[-1] + taps - 1)
+            taps = self.winograd_u.shape[0] - self.winograd_at.shape[0] + 1
+            y = conv1d_winograd(x, self.winograd_u, self.winograd_at, self.winograd_bt, taps - 1, 1, x.shape[-1] + taps - 1)
             y = phases_to_time(y, self.out_channels, self.stride[0])
         elif self.use_poly:
             y = conv_transpose1d_poly(x, self.weight_poly.to(x.dtype), self.out_channels, self.stride[0])

@@ -104,6 +104,8 @@ def conv1d_winograd(
     steps, and no temporary is large enough to be a fresh page-faulting allocation
     per call (whole-signal temporaries made a 128-channel layer 2-3x slower).
     """
+    # The transforms in the input's dtype (weights are prepared in float32).
+    u, at, bt = u.to(x.dtype), at.to(x.dtype), bt.to(x.dtype)
     alpha, cin, cout = u.shape
     m = at.shape[0]
     r = alpha - m + 1

@@ -146,8 +146,7 @@ def test_winograd_keeps_the_model_output(monkeypatch):
     monkeypatch.setattr(cached_conv, "WINOGRAD_MIN_WIDTH", 0)
     torch.manual_seed(0)
     model = RAVE(load_config("v1", ["model.capacity=8", "model.latent_size=4"])).eval()
-    fast = model.folded().eval()
-    prepare_offline(fast)
+    fast = model.for_inference()
     assert sum(bool(getattr(m, "use_winograd", False)) for m in fast.modules()) >= 20
     x = torch.randn(1, 1, 4 * 2048) * 0.1
     with torch.no_grad():
