@@ -131,8 +131,8 @@ class RAVE(nn.Module):
     def for_inference(self) -> RAVE:
         """A folded eval-mode copy on the offline inference kernels (BatchNorm folded,
         Winograd and per-tap BLAS convolutions; ``cached_conv.prepare_offline``): the
-        same outputs up to float rounding, about 1.6x faster on a CPU, whole signals
-        only (no streaming, no training)."""
+        same outputs up to float rounding, about 1.4x faster on a CPU (v1, one thread:
+        15.6x -> 22.3x real time), whole signals only (no streaming, no training)."""
         from rave_model.cached_conv import fold_batchnorm, prepare_offline
 
         fast = self.folded().eval()
