@@ -1,7 +1,7 @@
 """Model, training and prior configuration: dataclasses, TOML presets, overrides.
 
 A run is described by one :class:`Config` made of four sections. Presets are TOML
-files shipped in ``rave_model/presets`` (``v1``, ``v2``, ``small``, ``tiny``); a
+files shipped in ``rave_model/presets`` (``v1``, ``v2``, ``v2_small``, ``small``, ``tiny``); a
 preset only has to name the keys it changes, every other key takes the dataclass
 default below. Any key can be overridden as ``"section.key=value"`` (values are
 parsed as TOML, so ``model.ratios=[4,4,2]`` and ``train.lr=1e-4`` work) or from a
@@ -12,7 +12,8 @@ model.
 Adding a key: add a typed field with a default to the right dataclass (and, if a
 preset needs another value, to that preset). Nothing else has to change.
 
-The defaults are the RAVE paper's (v1) where the paper fixes them.
+The defaults are acids-rave 2.3.1's v1 configuration where it fixes them, with its
+effective values (docs/training.md lists every deliberate difference).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-PRESETS = ("v1", "v2", "small", "tiny")
+PRESETS = ("v1", "v2", "v2_small", "small", "tiny")
 
 
 @dataclass
@@ -72,6 +73,12 @@ class ModelConfig:
     (at the sub-band rate)."""
     noise_bands: int = 5
     """Frequency bands of each noise filter."""
+    noise_generator: str = "v1"
+    """"v1": acids-rave's NoiseGenerator (kernel-3 strided convolutions of the decoder's
+    width); "v2": its NoiseGeneratorV2 (kernel 2r, ``noise_hidden`` channels, no weight
+    normalisation), as configs/v2_small.gin and noise.gin use."""
+    noise_hidden: int = 128
+    """Hidden channels of the "v2" noise generator."""
     amplitude_modulation: bool = False
     """v2 only: the waveform head also predicts a sigmoid amplitude envelope."""
     weight_norm: bool = True
@@ -88,8 +95,8 @@ class TrainConfig:
 
     batch_size: int = 8
     """Training crops per step."""
-    lr: float = 1e-4
-    """Adam learning rate of encoder and decoder."""
+    lr: float = 1e-3
+    """Adam learning rate of encoder and decoder at the start of stage 1 (acids-rave's 1e-3)."""
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     """Adam betas (acids-rave's 0.5, 0.9)."""
     vae_steps: int = 1_000_000
@@ -112,8 +119,15 @@ class TrainConfig:
     """Channels of the first discriminator layer."""
     disc_layers: int = 4
     """Strided layers per sub-discriminator."""
-    feature_matching: float = 10.0
-    """Weight of the feature-matching loss in stage 2."""
+    feature_matching: float = 100.0
+    """Effective weight of the feature-matching loss in stage 2. acids-rave multiplies the
+    distance by its ``weights['feature_matching']`` twice (when it builds the loss dict and
+    again when it sums it), so its effective weight is the square of the gin value:
+    v1's 10 is 100 here, v2's 20 is 400."""
+    valid_signal_crop: bool = False
+    """Compute the multiband distance only where the output does not see the crop's edges:
+    both sub-band signals lose the model's receptive field (measured once per run, by
+    gradient, as acids-rave's get_rave_receptive_field) on each side (acids-rave v2)."""
     val_every: int = 10_000
     """Steps between validations (spectral distance on held-out examples, audio logged)."""
     ckpt_every: int = 10_000
@@ -177,8 +191,9 @@ class PriorConfig:
     """Dilations 1, 2, 4, ... restart every cycle_size blocks."""
     resolution: int = 32
     """Quantisation levels per latent dimension."""
-    n_frames: int = 64
-    """Latent frames per training sequence."""
+    n_frames: int = 0
+    """Latent frames per training sequence; 0: 2^ceil(log2(receptive field)) of the prior
+    (128 for the default 10 layers), as acids-rave's prior chooses its window."""
     latent_size: int = 0
     """PCA dimensions the prior models; 0: as many as `fidelity` of the variance needs."""
     fidelity: float = 0.95
@@ -223,7 +238,9 @@ class Config:
             raise ValueError(f"model.architecture must be 'v1' or 'v2', got {m.architecture!r}")
         if m.n_bands < 1 or m.n_bands & (m.n_bands - 1):
             raise ValueError(f"model.n_bands must be a power of two, got {m.n_bands}")
-        for name in ("capacity", "latent_size", "kernel_size", "encoder_repeat", "loud_stride", "noise_bands"):
+        if m.noise_generator not in ("v1", "v2"):
+            raise ValueError(f"model.noise_generator must be 'v1' or 'v2', got {m.noise_generator!r}")
+        for name in ("capacity", "latent_size", "kernel_size", "encoder_repeat", "loud_stride", "noise_bands", "noise_hidden"):
             if getattr(m, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(m, name)}")
         if not m.ratios or any(r < 1 for r in m.ratios):
@@ -248,6 +265,8 @@ class Config:
                 raise ValueError(
                     f"model.noise_ratios (product {noise_hop}) must divide prod(model.ratios) = {band_hop}"
                 )
+        if self.prior.n_frames < 0:
+            raise ValueError(f"prior.n_frames must be >= 0 (0: from the prior's receptive field), got {self.prior.n_frames}")
         if d.sr < 1 or d.channels < 1:
             raise ValueError("data.sr and data.channels must be >= 1")
         if d.n_signal % self.hop_length:
@@ -268,7 +287,7 @@ def load_config(preset: str | Path = "v2", overrides: Sequence[str] | Mapping[st
     """Build a Config from a preset and overrides.
 
     Args:
-        preset: a packaged preset name ("v1", "v2", "small", "tiny") or a path to a .toml
+        preset: a packaged preset name ("v1", "v2", "v2_small", "small", "tiny") or a path to a .toml
             file with [data], [model], [train], [prior] tables.
         overrides: ``["train.batch_size=4", ...]`` (values parsed as TOML, bare words as
             strings) or a mapping, flat (``{"train.batch_size": 4}``) or nested.

@@ -15,7 +15,7 @@ from rave_model.cli.app import app
 @app.command("fit")
 def fit_command(
     dataset: Path = typer.Argument(..., help="Dataset folder made by `ravedata prep` (or acids-rave's preprocess)."),
-    preset: str = typer.Option("v2", "--preset", help="v1, v2, small, tiny, or a path to a .toml config."),
+    preset: str = typer.Option("v2", "--preset", help="v1, v2, v2_small, small, tiny, or a path to a .toml config."),
     run: Path = typer.Option(None, "--run", help="Run folder (checkpoints, TensorBoard). Default: runs/DATASET-PRESET."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     augment_config: Path = typer.Option(None, "--augment-config", help="rave_data augmentation plan (TOML) applied online to training crops."),

@@ -11,8 +11,10 @@ decoder is used to, not only its mean.
 
 A sequence is the PCA projection ``latent_pca @ (z - latent_mean)`` cropped to
 the prior's ``L`` dimensions (``prior.latent_size``, or as many as
-``prior.fidelity`` of the variance needs) and to ``prior.n_frames + L - 1``
-frames (the skew costs L-1 frames).
+``prior.fidelity`` of the variance needs) and to ``window + L - 1`` frames (the
+skew costs L-1 frames), where the window is ``prior.n_frames`` or, when that is 0,
+``2^ceil(log2(receptive field))`` frames as acids-rave's prior chooses it, so every
+dilation sees real context.
 
 Resumable: the batch at data position (epoch, offset) is drawn from a
 generator seeded by ``(train.seed, rank, epoch, offset)``, the prior and its
@@ -38,6 +40,14 @@ if TYPE_CHECKING:
     import torch
 
 CACHE_NAME = "latents.pt"
+
+
+def prior_window(n_frames: int, receptive_field: int) -> int:
+    """Latent frames per training sequence: ``n_frames``, or when it is 0 the
+    power of two at or above the prior's receptive field (acids-rave's rule)."""
+    if n_frames > 0:
+        return int(n_frames)
+    return 1 << max(0, int(receptive_field) - 1).bit_length()
 
 
 def model_fingerprint(model: Any) -> str:
@@ -89,7 +99,7 @@ class PriorStage(Stage):
         self.train_latents, self.val_latents = self._latents()
         frames = int(self.train_latents.shape[-1])
         dims = self.prior.latent_size
-        self.crop = min(int(self.ctx.cfg.prior.n_frames) + dims - 1, frames)
+        self.crop = min(prior_window(self.ctx.cfg.prior.n_frames, self.prior.receptive_field) + dims - 1, frames)
         if self.crop < dims + 1:
             from rave_model.data import DatasetError
 

@@ -50,12 +50,37 @@ class Reconstruction:
         self.multiband = SpectralDistance(scales).to(ctx.device)
         self.net = ctx.wrap(AutoencoderPass(ctx.model))
 
+        self.field: tuple[int, int] | None = None
+        if ctx.cfg.train.valid_signal_crop:
+            self.field = self._receptive_field()
+
+    def _receptive_field(self) -> tuple[int, int]:
+        """Measured once per run and kept in the run's info (saved in every
+        checkpoint), so both stages and a resumed run crop the same samples."""
+        from rave_model.receptive_field import receptive_field
+
+        stored = self.ctx.info.get("receptive_field")
+        if stored is None:
+            stored = list(receptive_field(self.ctx.model))
+            self.ctx.info["receptive_field"] = stored
+            sr = float(self.ctx.cfg.data.sr)
+            self.ctx.logger.info(
+                f"receptive field: {1000 * stored[0] / sr:.1f} ms <- x -> {1000 * stored[1] / sr:.1f} ms; "
+                "the multiband loss skips that much at each end of a crop (train.valid_signal_crop)"
+            )
+        return int(stored[0]), int(stored[1])
+
     def __call__(self, x: torch.Tensor, frozen_encoder: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         y, y_bands, kl = self.net(x, frozen_encoder)
         # As the reference: the decoder's own sub-bands against the PQMF
         # analysis of the input, and the synthesised signal against the input.
+        x_bands = self.ctx.model.multiband(x)
+        if self.field is not None:
+            from rave_model.receptive_field import valid_crop
+
+            x_bands, y_bands = valid_crop(x_bands, self.field), valid_crop(y_bands, self.field)
         losses = {
-            "multiband": self.multiband(self.ctx.model.multiband(x), y_bands),
+            "multiband": self.multiband(x_bands, y_bands),
             "fullband": self.fullband(x, y),
             "kl": kl,
         }
