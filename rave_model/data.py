@@ -158,9 +158,9 @@ class CropDataset:
         if self.phase_mangle_p and rng.random() < self.phase_mangle_p:
             x = phase_mangle(x, self.source.sr, rng)
         if self.dequantize:
-            # Spread int16 levels over their quantisation step so the model never
-            # learns the 16-bit grid (the reference's Dequantize(16)).
-            x = x + rng.uniform(0.0, 1.0, x.shape).astype(np.float32) / 32768.0
+            # Blur the int16 grid so the model never learns it: uniform noise of
+            # 2^-16, half a quantisation step (the reference's Dequantize(16)).
+            x = x + rng.uniform(0.0, 1.0, x.shape).astype(np.float32) / 65536.0
         return np.ascontiguousarray(x, dtype=np.float32), epoch, position
 
     def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
