@@ -5,6 +5,7 @@ from __future__ import annotations
 from rave_model.cli.app import app
 
 from rave_model.cli import fit, export, tools  # noqa: E402,F401
+from rave_model.cli import import_  # noqa: E402,F401
 
 
 def main() -> None:
