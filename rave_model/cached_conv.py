@@ -9,9 +9,15 @@ model therefore gets delayed by ``right`` samples per layer once streaming; the
 residual connections (:class:`Residual`) delay their skip path by the same amount so
 both branches stay aligned.
 
-The caches are plain tensor attributes (not in the state dict) that are re-created
-when the batch size changes, which TorchScript supports, so a scripted module keeps
-its state between calls like nn~ expects.
+The caches are non-persistent buffers (not in the state dict, so checkpoints do not
+carry them) that are re-created when the batch size, dtype or device changes, which
+TorchScript supports, so a scripted module keeps its state between calls like nn~
+expects. Being buffers, they follow ``module.to(device)`` like every other tensor.
+
+Every tensor a layer computes with is a parameter or a buffer, the inference-only
+weights of :func:`prepare_mm` and :func:`prepare_offline` included, so ``.to(device)``
+or ``.to(dtype)`` moves all of them (nn~ calls ``to("cuda")`` on a whole scripted
+module), and a weight replaced by its re-laid form is dropped rather than saved twice.
 
 Shapes: every module here takes and returns ``[B, C, T]``. In streaming mode, a strided
 layer needs ``T`` to be a multiple of its stride (the export asks nn~ for buffers that
@@ -24,6 +30,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from rave_model.winograd import conv1d_winograd, winograd_weight
 
@@ -55,10 +62,10 @@ class CachedPad1d(nn.Module):
         # Centered padding puts the extra sample (odd totals) on the left, like acids-rave.
         self.right = 0 if causal else total // 2
         self.streaming = False
-        self.cache = torch.zeros(0)
+        self.register_buffer("cache", torch.zeros(0), persistent=False)
 
     def reset(self) -> None:
-        self.cache = torch.zeros(0)
+        self.cache = torch.zeros(0, dtype=self.cache.dtype, device=self.cache.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.total == 0:
@@ -275,13 +282,15 @@ class Conv1d(nn.Conv1d):
         self.pad = CachedPad1d(conv_padding(kernel_size, stride, dilation), causal)
         self.use_mm = False
         self.use_taps = False
-        self.weight_taps = torch.zeros(0)
+        # Inference-only weights, empty until prepare_offline; buffers so that .to()
+        # moves them, non-persistent so that training checkpoints do not hold them.
+        self.register_buffer("weight_taps", torch.zeros(0), persistent=False)  # [k, Cin, Cout]
         self.use_winograd = False
         self.depth_stride = 1  # > 1: offline, the input goes through space_to_depth first
         self.winograd_left = 0
-        self.winograd_u = torch.zeros(0)  # [alpha, Cin (* depth_stride), Cout]
-        self.winograd_at = torch.zeros(0)  # [m, alpha]
-        self.winograd_bt = torch.zeros(0)  # [alpha, alpha]
+        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)  # [alpha, Cin (* depth_stride), Cout]
+        self.register_buffer("winograd_at", torch.zeros(0), persistent=False)  # [m, alpha]
+        self.register_buffer("winograd_bt", torch.zeros(0), persistent=False)  # [alpha, alpha]
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv1d_mm` (weights re-laid tap-major)."""
@@ -322,9 +331,12 @@ class Conv1d(nn.Conv1d):
             self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
             self.winograd_left = left
             self.use_winograd = True
-            return
-        self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
-        self.use_taps = True
+        else:
+            self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
+            self.use_taps = True
+        # The original weight is no longer read: keep it out of memory and of exports.
+        if not parametrize.is_parametrized(self):
+            self.weight = nn.Parameter(weight.new_zeros(0), requires_grad=False)
 
     @property
     def delay(self) -> int:
@@ -333,12 +345,14 @@ class Conv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offline = not self.pad.streaming
-        if self.use_winograd and offline:
+        if (self.use_winograd or self.use_taps) and not offline:
+            raise RuntimeError("a convolution prepared for offline use (prepare_offline) cannot stream")
+        if self.use_winograd:
             n = x.shape[-1] // self.stride[0]
             if self.depth_stride > 1:
                 x = space_to_depth(x, self.depth_stride)
             y = conv1d_winograd(x, self.winograd_u, self.winograd_at, self.winograd_bt, self.winograd_left, self.dilation[0], n)
-        elif self.use_taps and offline:
+        elif self.use_taps:
             left = self.pad.total - self.pad.right
             y = conv1d_taps(x, self.weight_taps.to(x.dtype), left, self.dilation[0], self.stride[0])
         elif self.use_mm:
@@ -365,10 +379,10 @@ class OverlapAdd(nn.Module):
         self.overlap = overlap
         self.left = 0 if causal else overlap // 2
         self.streaming = False
-        self.cache = torch.zeros(0)
+        self.register_buffer("cache", torch.zeros(0), persistent=False)
 
     def reset(self) -> None:
-        self.cache = torch.zeros(0)
+        self.cache = torch.zeros(0, dtype=self.cache.dtype, device=self.cache.device)
 
     def forward(self, y: torch.Tensor, n_out: int) -> torch.Tensor:
         if self.overlap == 0:
@@ -398,11 +412,12 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         self.ola = OverlapAdd(kernel_size - stride, causal)
         self.use_mm = False
         self.use_poly = False
-        self.weight_poly = torch.zeros(0)
+        # Inference-only weights (see Conv1d): buffers, empty until prepare_offline.
+        self.register_buffer("weight_poly", torch.zeros(0), persistent=False)  # [taps, Cin, Cout * stride]
         self.use_winograd = False
-        self.winograd_u = torch.zeros(0)  # [alpha, Cin, Cout * stride]
-        self.winograd_at = torch.zeros(0)
-        self.winograd_bt = torch.zeros(0)
+        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)  # [alpha, Cin, Cout * stride]
+        self.register_buffer("winograd_at", torch.zeros(0), persistent=False)
+        self.register_buffer("winograd_bt", torch.zeros(0), persistent=False)
 
     def prepare_mm(self) -> None:
         """Inference only: compute through :func:`conv_transpose1d_mm`."""
@@ -412,13 +427,20 @@ class ConvTranspose1d(nn.ConvTranspose1d):
     def prepare_offline(self) -> None:
         """Inference only: compute through :func:`conv_transpose1d_poly` (faster than
         oneDNN's transposed convolution on long signals), weights re-laid once here."""
-        self.weight_poly = polyphase_weight(self.weight.detach(), self.stride[0])
-        self.use_poly = True
+        if self.ola.streaming:
+            return
+        poly = polyphase_weight(self.weight.detach(), self.stride[0])
         # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
-        weight = self.weight_poly.permute(2, 1, 0)  # [Cout * stride, Cin, taps]
+        weight = poly.permute(2, 1, 0)  # [Cout * stride, Cin, taps]
         if winograd_suits(weight):
             self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
             self.use_winograd = True
+        else:
+            self.weight_poly = poly
+            self.use_poly = True
+        # Only the prepared form is read from now on (see Conv1d.prepare_offline).
+        if not parametrize.is_parametrized(self):
+            self.weight = nn.Parameter(poly.new_zeros(0), requires_grad=False)
 
     @property
     def delay(self) -> int:
@@ -426,6 +448,8 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         return self.ola.left
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.use_winograd or self.use_poly) and self.ola.streaming:
+            raise RuntimeError("a transposed convolution prepared for offline use (prepare_offline) cannot stream")
         if self.use_mm:
             wt = self.weight.reshape(self.in_channels, -1)
             y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
@@ -451,10 +475,10 @@ class Delay(nn.Module):
         super().__init__()
         self.n = n
         self.streaming = False
-        self.cache = torch.zeros(0)
+        self.register_buffer("cache", torch.zeros(0), persistent=False)
 
     def reset(self) -> None:
-        self.cache = torch.zeros(0)
+        self.cache = torch.zeros(0, dtype=self.cache.dtype, device=self.cache.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.n == 0 or not self.streaming:
@@ -502,15 +526,15 @@ class FrameNoise(nn.Module):
         super().__init__()
         self.seed = seed
         self.streaming = False
-        self.frame = torch.zeros(0, dtype=torch.long)
+        # Frames drawn so far while streaming: a plain int, so no tensor is left behind
+        # on the CPU when the module moves and no device sync is needed to read it.
+        self.frame = 0
 
     def reset(self) -> None:
-        self.frame = torch.zeros(0, dtype=torch.long)
+        self.frame = 0
 
     def uniform(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:
-        start = 0
-        if self.streaming and self.frame.numel() == 1:
-            start = int(self.frame.item())
+        start = self.frame if self.streaming else 0
         frames = torch.arange(start, start + t, device=device).view(1, t, 1)
         items = torch.arange(b, device=device).view(b, 1, 1)
         z = (items * (1 << 40) + frames * n + torch.arange(n, device=device).view(1, 1, n)) ^ self.seed
@@ -519,7 +543,7 @@ class FrameNoise(nn.Module):
         z = (z ^ ((z >> 27) & 0x1FFFFFFFFF)) * -7723592293110705685  # 0x94D049BB133111EB
         z = z ^ ((z >> 31) & 0x1FFFFFFFF)
         if self.streaming:
-            self.frame = torch.tensor([start + t], dtype=torch.long)
+            self.frame = start + t
         return ((z >> 40) & 0xFFFFFF).float() / 16777216.0
 
     def normal(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:

@@ -17,10 +17,16 @@ inlets and outlets. Methods (``x`` audio ``[B, C, T]``, ``z`` latents ``[B, K, T
 - ``forward(x) -> x``: ``decode(encode(x))``.
 - ``prior(temperature) -> z`` when the run has a trained prior (stage 3).
 
-With ``streaming=True`` every convolution is cached (see ``cached_conv``): calling the
-methods on consecutive blocks (any multiple of the hop length) gives the same result as
-one call on the whole signal. Without it each call is processed as an isolated
-signal, so block-wise processing (what nn~ does) clicks at block edges.
+With ``streaming=True`` (the default) every convolution is cached (see ``cached_conv``):
+calling the methods on consecutive blocks (any multiple of the hop length) gives the
+same result as one call on the whole signal. Without it (``streaming=False``, the
+offline model) each call is processed as an isolated signal, so block-wise processing
+(what nn~ does) clicks at block edges; it is meant for whole files.
+
+Every tensor the module computes with is a parameter or a buffer (the kernels' prepared
+weights and the streaming caches included), so ``module.to("cuda")`` (what nn~ does
+when its gpu flag is on) or ``.to(torch.float64)`` moves all of it, and the file holds
+each weight once, in the form the chosen kernels read.
 """
 from __future__ import annotations
 
@@ -140,14 +146,15 @@ class _NoPrior(nn.Module):
 
 
 def build_export(
-    model: RAVE, fidelity: float = 0.95, streaming: bool = False, prior: Optional[nn.Module] = None
+    model: RAVE, fidelity: float = 0.95, streaming: bool = True, prior: Optional[nn.Module] = None
 ) -> torch.jit.ScriptModule:
     """Script ``model`` (left untouched: a deep copy is exported) for nn~.
 
     Args:
         model: a trained RAVE (its PCA buffers decide the latent crop).
         fidelity: fraction of latent variance to keep, in (0, 1]; 1 keeps every dimension.
-        streaming: cached convolutions (block processing equals whole processing).
+        streaming: cached convolutions (block processing equals whole processing; what
+            nn~ needs); ``False``: the offline model, for whole signals.
         prior: an optional scriptable prior with a ``prior(temperature)`` method.
     """
     import copy
@@ -178,10 +185,21 @@ def build_export(
         return torch.jit.script(module)
 
 
+def default_output(run: Path, streaming: bool) -> Path:
+    """``RUN/<run name>.ts`` for a streaming export, ``RUN/<run name>_offline.ts`` otherwise
+    (``RUN``: the run folder, or the folder of a checkpoint given directly)."""
+    run_dir = run
+    if run.is_file():
+        # RUN/checkpoints/last.ckpt -> RUN; any other checkpoint file -> its folder.
+        run_dir = run.parent.parent if run.parent.name == "checkpoints" else run.parent
+    return run_dir / f"{run_dir.resolve().name}{'' if streaming else '_offline'}.ts"
+
+
 def export_run(
-    run: Path | str, output: Path | str | None = None, fidelity: float = 0.95, streaming: bool = False, which: str = "last"
+    run: Path | str, output: Path | str | None = None, fidelity: float = 0.95, streaming: bool = True, which: str = "last"
 ) -> tuple[Path, dict[str, Any]]:
-    """Export the model of a run folder (or checkpoint file) to ``output``.
+    """Export the model of a run folder (or checkpoint file) to ``output`` (default:
+    :func:`default_output`); streaming (for nn~) unless ``streaming=False``.
 
     The file is written to a temporary name and renamed, so a failed export never leaves
     a half-written model. Returns the path and a summary (latent dims, sampling rate, ...).
@@ -197,14 +215,7 @@ def export_run(
     except ImportError:
         prior = None
     scripted = build_export(model, fidelity=fidelity, streaming=streaming, prior=prior)
-    run_path = Path(run)
-    if output is None:
-        run_dir = run_path
-        if run_path.is_file():
-            # RUN/checkpoints/last.ckpt -> RUN; any other checkpoint file -> its folder.
-            run_dir = run_path.parent.parent if run_path.parent.name == "checkpoints" else run_path.parent
-        output = run_dir / f"{run_dir.resolve().name}{'_streaming' if streaming else ''}.ts"
-    output = Path(output)
+    output = default_output(Path(run), streaming) if output is None else Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     try:

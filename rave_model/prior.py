@@ -292,16 +292,17 @@ class LatentPrior(nn.Module):
         state carries over between calls; output lags L-1 frames (the skew).
         """
         b, n = temperature.shape[0], temperature.shape[-1]
-        if self.last.shape[0] != b:
+        dtype = self.inp.weight.dtype  # the module's, whatever .to() made it
+        if self.last.shape[0] != b or self.last.dtype != dtype:
             self.reset()
-            self.last = torch.zeros(b, self.latent_size * self.resolution, 1, device=temperature.device)
-            self.unskew_cache = torch.zeros(b, self.latent_size, self.latent_size - 1, device=temperature.device)
+            self.last = torch.zeros(b, self.latent_size * self.resolution, 1, dtype=dtype, device=temperature.device)
+            self.unskew_cache = torch.zeros(b, self.latent_size, self.latent_size - 1, dtype=dtype, device=temperature.device)
         temp = F.softplus(temperature.mean(1, keepdim=True)) / math.log(2.0)  # [B, 1, T]
         frames: list[torch.Tensor] = []
         for t in range(n):
-            bins = self._sample_bins(self.step(self.last), torch.clamp(temp[..., t : t + 1], min=1e-3))
-            self.last = one_hot(bins, self.resolution)
-            frames.append(from_bins(bins, self.resolution, True))
+            bins = self._sample_bins(self.step(self.last), torch.clamp(temp[..., t : t + 1], min=1e-3).to(dtype))
+            self.last = one_hot(bins, self.resolution).to(dtype)
+            frames.append(from_bins(bins, self.resolution, True).to(dtype))
         window = torch.cat([self.unskew_cache] + frames, -1)  # [B, L, L-1+T]
         self.unskew_cache = window[..., window.shape[-1] - (self.latent_size - 1) :]
         return unskew(window)

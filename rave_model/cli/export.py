@@ -1,5 +1,6 @@
-"""``ravemodel export RUN [-o model.ts] [--streaming] [--fidelity 0.95]``: a thin wrapper
-over :func:`rave_model.export.export_run`."""
+"""``ravemodel export RUN [-o model.ts] [--offline] [--fidelity 0.95]``: a thin wrapper
+over :func:`rave_model.export.export_run`. The default is the streaming model nn~ needs
+(nn~ calls the model buffer by buffer); ``--offline`` writes the whole-signal model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +15,18 @@ from rave_model.cli.app import app
 def export_cmd(
     run: Path = typer.Argument(..., help="Run folder (ravemodel fit) or checkpoint file.", show_default=False),
     output: Optional[Path] = typer.Option(
-        None, "-o", "--output", help="Output .ts file [default: RUN/<run name>[_streaming].ts].", show_default=False
+        None,
+        "-o",
+        "--output",
+        help="Output .ts file (default: RUN/NAME.ts, or RUN/NAME_offline.ts with --offline; NAME: the run folder's name).",
+        show_default=False,
     ),
     streaming: bool = typer.Option(
-        False, "--streaming/--no-streaming", help="Cached convolutions: block-by-block output equals whole-signal output (use for nn~)."
+        True,
+        "--streaming/--offline",
+        " /--no-streaming",
+        help="--streaming (default): buffer-by-buffer output equals whole-signal output, what nn~ needs. "
+        "--offline (alias --no-streaming): each call is an isolated whole signal (for files; clicks at every nn~ buffer).",
     ),
     fidelity: float = typer.Option(
         0.95, "--fidelity", min=0.01, max=1.0, help="Share of latent variance kept; sets how many latent dimensions nn~ shows."
@@ -38,8 +47,9 @@ def export_cmd(
     except (ValueError, FileNotFoundError, OSError) as exc:
         typer.echo(f"ravemodel export: error: {exc}", err=True)
         raise typer.Exit(1) from None
+    mode = "streaming (for nn~)" if info["streaming"] else "offline (whole signals; clicks at nn~'s buffer edges)"
     typer.echo(
-        f"{path}: {'streaming' if info['streaming'] else 'offline'} model, {info['sampling_rate']} Hz, "
+        f"{path}: {mode} model, {info['sampling_rate']} Hz, "
         f"{info['channels']} ch, {info['latent_dims']}/{info['full_latent_size']} latent dims "
         f"(fidelity {fidelity:g}), hop {info['hop_length']}, prior: {'yes' if info['prior'] else 'no'}"
     )

@@ -67,14 +67,15 @@ def run(tmp_path_factory) -> tuple[Path, RAVE]:
 
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory) -> dict[str, Path]:
-    """Both exports, written by the real CLI."""
+    """Both exports, written by the real CLI: streaming by default, offline on request."""
     out = tmp_path_factory.mktemp("exports")
     paths = {}
-    for name, flags in (("streaming", ["--streaming"]), ("offline", [])):
+    for name, flags in (("streaming", []), ("offline", ["--offline"])):
         path = out / f"{name}.ts"
         res = subprocess.run([str(BIN / "ravemodel"), "export", str(run[0]), "-o", str(path), *flags], capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
         assert str(path) in res.stdout and "5/8 latent dims" in res.stdout
+        assert f": {name} " in res.stdout
         paths[name] = path
     return paths
 
@@ -137,7 +138,7 @@ print(json.dumps(out))
         diff, peak = res[f"streaming_{method}"]
         assert peak > 0.05, "the test model is too quiet to show anything"
         assert diff < 1e-4, (method, diff)
-    # Without --streaming every block starts from silence: it clicks at the block edges.
+    # The --offline model starts every block from silence: it clicks at the block edges.
     diff, peak = res["offline_forward"]
     assert diff > 1e-2 * peak
 
@@ -181,9 +182,30 @@ def test_default_output_name(tmp_path):
     from rave_model.export import export_run
 
     root, _ = make_run(tmp_path / "my-run")
-    path, info = export_run(root / "checkpoints" / "last.ckpt", streaming=True)
-    assert path == root / "my-run_streaming.ts" and path.is_file()
+    path, info = export_run(root / "checkpoints" / "last.ckpt")
+    assert path == root / "my-run.ts" and path.is_file() and info["streaming"]
     assert info["latent_dims"] == 5 and info["stage"] == "adversarial" and info["step"] == 7
+    path, info = export_run(root, streaming=False)
+    assert path == root / "my-run_offline.ts" and path.is_file() and not info["streaming"]
+
+
+def test_cli_mode_flags(run, tmp_path):
+    """No flag and --streaming write the streaming model; --offline and its old spelling
+    --no-streaming the offline one; the default name says which."""
+    root = tmp_path / "run-copy"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "last.ckpt").write_bytes((run[0] / "checkpoints" / "last.ckpt").read_bytes())
+    for flags, streaming in (([], True), (["--streaming"], True), (["--offline"], False), (["--no-streaming"], False)):
+        res = subprocess.run([str(BIN / "ravemodel"), "export", str(root), *flags], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        path = root / ("run-copy.ts" if streaming else "run-copy_offline.ts")
+        assert res.stdout.startswith(f"{path}: {'streaming' if streaming else 'offline'} "), (flags, res.stdout)
+        m = torch.jit.load(str(path))
+        x = torch.randn(1, 1, 2048)
+        blocks = torch.cat([m.forward(x[..., :1024]), m.forward(x[..., 1024:])], -1)
+        whole = torch.jit.load(str(path)).forward(x)
+        assert ((blocks - whole).abs().max() < 1e-4) == streaming, flags
+        path.unlink()
 
 
 def test_prior_method_is_wired_when_given(run):

@@ -1,0 +1,153 @@
+"""The state of an exported model: every tensor it computes with is a parameter or a
+buffer, so ``.to(device)`` (nn~ calls ``to("cuda")`` when its gpu flag is on) and
+``.to(dtype)`` move all of it, and the file holds each weight once.
+
+The exports are written to real files and read back with ``torch.jit.load``: what nn~
+loads. A CPU-only machine proves the moves with a dtype (float64: ``.to`` converts
+parameters and buffers alike, whatever the target); the CUDA test runs where a GPU is
+present.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rave_model.config import load_config  # noqa: E402
+from rave_model.export import build_export  # noqa: E402
+from rave_model.model import RAVE  # noqa: E402
+from rave_model.prior import LatentPrior  # noqa: E402
+from tests.audio import concat, noise, sine  # noqa: E402
+
+# A v1 small enough to export in seconds but whose weights (4.6 MB) outweigh the
+# archive's code, with layers wide enough for the Winograd kernels.
+V1_SMALL = ["model.capacity=16", "model.latent_size=8"]
+
+
+def tensor_attributes(module) -> dict[str, torch.Tensor]:
+    """Every tensor attribute of a scripted module and its submodules, by dotted name,
+    whether or not it is a parameter or buffer (TorchScript keeps plain tensor
+    attributes too; only the module's debug iterator lists them)."""
+    found = {}
+    for prefix, sub in module.named_modules():
+        for name, value in torch._C._jit_debug_module_iterators(sub._c)["named_attributes"]:
+            if isinstance(value, torch.Tensor):
+                found[f"{prefix}.{name}" if prefix else name] = value
+    return found
+
+
+def load(path: Path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path))
+
+
+def make_model(overrides: list[str], warmed_up: bool = True) -> RAVE:
+    torch.manual_seed(0)
+    model = RAVE(load_config("v1", overrides))
+    with torch.no_grad():
+        # Random init decodes near silence; scale the waveform head so differences show.
+        model.decoder.wave_gen.parametrizations.weight.original0.mul_(200)
+        q, _ = torch.linalg.qr(torch.randn(8, 8))
+        model.latent_pca.copy_(q)
+        model.latent_mean.copy_(torch.randn(8) * 0.1)
+        model.fidelity.copy_(torch.linspace(0.3, 1.0, 8))
+    model.set_warmed_up(warmed_up)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> RAVE:
+    return make_model(V1_SMALL)
+
+
+@pytest.fixture(scope="module")
+def files(model, tmp_path_factory) -> dict[str, Path]:
+    """Streaming and offline exports, with a prior, saved to disk."""
+    out = tmp_path_factory.mktemp("exports")
+    prior = LatentPrior(5, resolution=8, hidden_size=8, skip_size=8, n_layers=2, cycle_size=2).eval()
+    paths = {}
+    for name, streaming in (("streaming", True), ("offline", False)):
+        paths[name] = out / f"{name}.ts"
+        build_export(model, fidelity=0.95, streaming=streaming, prior=prior).save(str(paths[name]))
+    return paths
+
+
+def audio(seconds: float = 0.4, sr: int = 44100) -> torch.Tensor:
+    x = concat(sine(seconds / 2, sr, 220.0), noise(seconds / 2, sr, 0.3))
+    return torch.from_numpy(x).unsqueeze(0)[..., : int(seconds * sr) // 2048 * 2048]
+
+
+@pytest.mark.parametrize("kind", ["streaming", "offline"])
+def test_every_tensor_is_a_parameter_or_a_buffer(files, kind):
+    m = load(files[kind])
+    state = dict(m.named_parameters()) | dict(m.named_buffers())
+    attrs = tensor_attributes(m)
+    assert len(attrs) > 50  # the walk reaches the layers' own tensors
+    plain = sorted(set(attrs) - set(state))
+    assert plain == [], f"tensors outside the module's state: {plain[:10]}"
+    # The prepared kernels' weights are part of it (offline: Winograd and per-tap weights).
+    names = {n.rsplit(".", 1)[-1] for n, t in state.items() if t.numel()}
+    assert ({"winograd_u", "weight_taps"} <= names) if kind == "offline" else ("weight" in names)
+
+
+@pytest.mark.parametrize("kind", ["streaming", "offline"])
+def test_to_moves_every_tensor(files, kind):
+    m = load(files[kind])
+    x = audio()
+    with torch.no_grad():
+        ref = m.forward(x)  # also fills the streaming caches: they must move too
+        z = m.prior(torch.zeros(1, 1, 4))
+    m.to(torch.float64)
+    for name, t in tensor_attributes(m).items():
+        assert not t.is_floating_point() or t.dtype == torch.float64, name
+    # Computing in float64 after the move gives the float32 output (a fresh state).
+    m = load(files[kind]).to(torch.float64)
+    with torch.no_grad():
+        y = m.forward(x.double())
+        z64 = m.prior(torch.zeros(1, 1, 4, dtype=torch.float64))
+    assert y.dtype == torch.float64 and z64.shape == z.shape
+    assert (y.float() - ref).abs().max() < 1e-4 * float(ref.abs().max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["streaming", "offline"])
+def test_cuda_model_computes_on_the_gpu(files, kind):
+    x = audio()
+    with torch.no_grad():
+        ref = load(files[kind]).forward(x)
+        m = load(files[kind]).to("cuda")
+        assert {t.device.type for t in tensor_attributes(m).values()} == {"cuda"}
+        y = m.forward(x.cuda())
+    assert (y.cpu() - ref).abs().max() < 1e-3 * float(ref.abs().max())
+
+
+def test_files_hold_each_weight_once(model, files):
+    """The offline file used to hold the original weights beside the prepared ones (and
+    the prepared ones outside the state); now only what the kernels read is saved."""
+    weights = sum(p.numel() * p.element_size() for p in model.folded().parameters())
+    assert weights > 4_000_000  # large enough for the archive's code not to dominate
+    for kind, most in (("streaming", 1.05), ("offline", 2.5)):
+        m = load(files[kind])
+        state = sum(t.numel() * t.element_size() for t in m.state_dict().values())
+        size = files[kind].stat().st_size
+        # Winograd F(4, 3) keeps 6 transformed taps for 3 (2x) on the wide layers.
+        assert state <= most * weights, (kind, state, weights)
+        # The file is its state plus code and metadata (under 1 MB), nothing stored twice.
+        assert size <= state + 1_000_000, (kind, size, state)
+
+
+def test_offline_export_equals_the_training_model():
+    """The offline kernels (Winograd, per-tap BLAS, polyphase) keep the eager model's
+    output; noise branch off, as the two draw their noise differently."""
+    model = make_model(V1_SMALL, warmed_up=False)
+    x = audio()
+    scripted = build_export(model, fidelity=1.0, streaming=False)
+    with torch.no_grad():
+        ref = model(x)
+        y = scripted.forward(x)
+    assert y.shape == ref.shape and float(ref.abs().max()) > 1e-3
+    assert (y - ref).abs().max() < 1e-4 * float(ref.abs().max())
