@@ -134,8 +134,9 @@ class TrainConfig:
     """Steps between checkpoints (also written at each stage end and on Ctrl-C)."""
     log_every: int = 100
     """Steps between TensorBoard scalar logs."""
-    num_workers: int = 2
-    """Data-loading worker processes (0: load in the training process)."""
+    num_workers: int = -1
+    """Data-loading worker processes (0: load in the training process; -1: chosen from the
+    device and the cores, see docs/training.md "Speed")."""
     seed: int = 0
     """Seed of every random draw of the run (crops, augmentation, initialisation)."""
     # -- added by the training helper (rave_model/train, docs/training.md) --
@@ -167,6 +168,13 @@ class TrainConfig:
     """Training examples encoded for the latent PCA after stage 1."""
     fidelity: float = 0.95
     """Explained-variance share whose number of latent dimensions is reported and stored."""
+    # -- speed (rave_model/train/precision.py, docs/training.md "Speed") --
+    precision: str = "auto"
+    """Arithmetic of the networks in stages 1 and 2: "32", "bf16" (autocast to bfloat16),
+    "16-mixed" (autocast to float16 with gradient scaling) or "auto" (see docs/training.md
+    "Speed"). Spectral distances, logs and the KL are computed in float32 whatever this is."""
+    compile: bool = False
+    """torch.compile the encoder, decoder and discriminator for the training steps."""
 
 
 @dataclass
