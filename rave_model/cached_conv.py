@@ -518,7 +518,8 @@ class FrameNoise(nn.Module):
     advances the frame counter, so ``t = 8`` once gives the same numbers as ``t = 4``
     twice. Unlike ``torch.rand`` this does not depend on how other random draws are
     interleaved between calls, which is what lets the exported model give identical
-    output for a signal in blocks and whole. Each batch item gets its own stream.
+    output for a signal in blocks and whole. Each batch item gets its own stream; a
+    change of batch size starts the streams over, like the convolutions' caches do.
     The hash is SplitMix64's finaliser on int64 tensors (wrapping multiplication).
     """
 
@@ -526,15 +527,18 @@ class FrameNoise(nn.Module):
         super().__init__()
         self.seed = seed
         self.streaming = False
-        # Frames drawn so far while streaming: a plain int, so no tensor is left behind
-        # on the CPU when the module moves and no device sync is needed to read it.
+        # Frames drawn so far while streaming, for a batch of ``batch``: plain ints, so no
+        # tensor is left behind on the CPU when the module moves and no device sync is
+        # needed to read them.
         self.frame = 0
+        self.batch = -1
 
     def reset(self) -> None:
         self.frame = 0
+        self.batch = -1
 
     def uniform(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:
-        start = self.frame if self.streaming else 0
+        start = self.frame if self.streaming and b == self.batch else 0
         frames = torch.arange(start, start + t, device=device).view(1, t, 1)
         items = torch.arange(b, device=device).view(b, 1, 1)
         z = (items * (1 << 40) + frames * n + torch.arange(n, device=device).view(1, 1, n)) ^ self.seed
@@ -544,6 +548,7 @@ class FrameNoise(nn.Module):
         z = z ^ ((z >> 31) & 0x1FFFFFFFF)
         if self.streaming:
             self.frame = start + t
+            self.batch = b
         return ((z >> 40) & 0xFFFFFF).float() / 16777216.0
 
     def normal(self, b: int, t: int, n: int, device: torch.device) -> torch.Tensor:

@@ -143,6 +143,22 @@ print(json.dumps(out))
     assert diff > 1e-2 * peak
 
 
+def test_nn_tilde_batch_pattern_starts_each_batch_size_afresh(exported):
+    """nn~ (mc.nn~) may call with batch 1, then 4, then 1 again: each new batch size
+    starts from silence and from the first noise frame, so each phase streamed in
+    buffers equals a fresh model's output on that phase's whole signal."""
+    from rave_model.listen import load_listener
+
+    m = load_listener(exported["streaming"]).module
+    torch.manual_seed(5)
+    phases = [torch.randn(b, 1, 2048 * 4) * 0.3 for b in (1, 4, 1)]
+    for x in phases:
+        blocks = torch.cat([m.forward(x[..., i : i + 2048]) for i in range(0, x.shape[-1], 2048)], -1)
+        whole = load_listener(exported["streaming"]).module.forward(x)
+        assert whole.abs().max() > 0.05
+        assert (blocks - whole).abs().max() < 1e-4, x.shape
+
+
 def test_pca_round_trip_matches_the_model(run):
     """Exported encode -> decode at full fidelity equals the model's own encode/decode."""
     _, model = run
