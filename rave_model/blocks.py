@@ -22,6 +22,34 @@ def wn(module: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.weight_norm(module)
 
 
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    causal: bool = False,
+    padding: tuple[int, int] | None = None,
+) -> Conv1d:
+    """A streaming :class:`Conv1d` padded like acids-rave's ``cc.Conv1d`` with
+    ``cc.get_padding(kernel_size, dilation=dilation)``: ``(k - 1) * dilation`` samples
+    in all, the odd one on the right ("centered"), or all on the left when causal; the
+    stride does not change it (the reference ignores it there). ``padding=(left, right)``
+    sets it explicitly (NoiseGeneratorV2's ``(r, 0)``).
+
+    Matching the reference's padding makes every frame see the same samples as in a
+    reference model, which imported weights rely on.
+    """
+    layer = Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, causal=causal)
+    if padding is None:
+        total = (kernel_size - 1) * dilation
+        padding = (total, 0) if causal else (total // 2, total - total // 2)
+    layer.pad.total = padding[0] + padding[1]
+    layer.pad.right = padding[1]
+    return layer
+
+
 def lrelu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
@@ -38,7 +66,7 @@ class ResidualLayer(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for d in dilations:
-            layers += [lrelu(), wn(Conv1d(dim, dim, kernel_size, dilation=d, causal=causal), norm)]
+            layers += [lrelu(), wn(conv(dim, dim, kernel_size, dilation=d, causal=causal), norm)]
         self.net = Residual(nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,9 +81,9 @@ class DilatedUnit(nn.Module):
         self.net = Residual(
             nn.Sequential(
                 lrelu(),
-                wn(Conv1d(dim, dim, kernel_size, dilation=dilation, causal=causal), norm),
+                wn(conv(dim, dim, kernel_size, dilation=dilation, causal=causal), norm),
                 lrelu(),
-                wn(Conv1d(dim, dim, 1, causal=causal), norm),
+                wn(conv(dim, dim, 1, causal=causal), norm),
             )
         )
 
@@ -64,7 +92,9 @@ class DilatedUnit(nn.Module):
 
 
 def upsample(in_dim: int, out_dim: int, ratio: int, causal: bool, norm: bool) -> nn.Module:
-    """``[B, in_dim, T] -> [B, out_dim, T * ratio]`` (transposed conv, kernel 2 * ratio)."""
+    """``[B, in_dim, T] -> [B, out_dim, T * ratio]`` (transposed conv, kernel 2 * ratio,
+    the first ``ratio // 2`` output samples dropped offline as the reference's
+    ``padding=ratio // 2``)."""
     if ratio == 1:
-        return wn(Conv1d(in_dim, out_dim, 3, causal=causal), norm)
+        return wn(conv(in_dim, out_dim, 3, causal=causal), norm)
     return wn(ConvTranspose1d(in_dim, out_dim, 2 * ratio, ratio, causal=causal), norm)

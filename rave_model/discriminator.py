@@ -84,15 +84,16 @@ class MultiPeriodDiscriminator(nn.Module):
 
 class Discriminator(nn.Module):
     """All configured sub-discriminators; ``forward(x [B, C, T])`` returns one
-    feature list per sub-discriminator (scales first, then periods)."""
+    feature list per sub-discriminator (periods first, then scales)."""
 
     def __init__(self, in_channels: int, capacity: int, n_scales: int = 3, periods: Sequence[int] = (), n_layers: int = 4) -> None:
         super().__init__()
         parts: list[nn.Module] = []
-        if n_scales:
-            parts.append(MultiScaleDiscriminator(in_channels, capacity, n_scales, n_layers))
+        # Periods first, as acids-rave v2's CombineDiscriminators lists them.
         if periods:
             parts.append(MultiPeriodDiscriminator(in_channels, capacity, periods, n_layers))
+        if n_scales:
+            parts.append(MultiScaleDiscriminator(in_channels, capacity, n_scales, n_layers))
         if not parts:
             raise ValueError("the discriminator needs at least one scale or one period")
         self.parts = nn.ModuleList(parts)

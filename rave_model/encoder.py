@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rave_model.blocks import DilatedUnit, lrelu, wn
-from rave_model.cached_conv import Conv1d
+from rave_model.blocks import DilatedUnit, conv, lrelu, wn
 from rave_model.config import ModelConfig
 
 
@@ -22,15 +21,15 @@ class EncoderV1(nn.Module):
     def __init__(self, cfg: ModelConfig, data_size: int) -> None:
         super().__init__()
         c, causal = cfg.capacity, cfg.causal
-        layers: list[nn.Module] = [Conv1d(data_size, c, 7, causal=causal)]
+        layers: list[nn.Module] = [conv(data_size, c, 7, causal=causal)]
         dim = c
         for r in cfg.ratios:
             out = 2 * dim
-            layers += [nn.BatchNorm1d(dim), lrelu(), Conv1d(dim, out, 2 * r + 1, stride=r, causal=causal)]
+            layers += [nn.BatchNorm1d(dim), lrelu(), conv(dim, out, 2 * r + 1, stride=r, causal=causal)]
             for _ in range(cfg.encoder_repeat - 1):
-                layers += [nn.BatchNorm1d(out), lrelu(), Conv1d(out, out, 3, causal=causal)]
+                layers += [nn.BatchNorm1d(out), lrelu(), conv(out, out, 3, causal=causal)]
             dim = out
-        layers += [lrelu(), Conv1d(dim, 2 * cfg.latent_size, 5, groups=2, causal=causal)]
+        layers += [lrelu(), conv(dim, 2 * cfg.latent_size, 5, groups=2, causal=causal)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,13 +43,13 @@ class EncoderV2(nn.Module):
     def __init__(self, cfg: ModelConfig, data_size: int) -> None:
         super().__init__()
         c, k, causal, norm = cfg.capacity, cfg.kernel_size, cfg.causal, cfg.weight_norm
-        layers: list[nn.Module] = [wn(Conv1d(data_size, c, 2 * k + 1, causal=causal), norm)]
+        layers: list[nn.Module] = [wn(conv(data_size, c, 2 * k + 1, causal=causal), norm)]
         dim = c
         for r, dilations in zip(cfg.ratios, cfg.dilations):
             layers += [DilatedUnit(dim, k, d, causal, norm) for d in dilations]
-            layers += [lrelu(), wn(Conv1d(dim, 2 * dim, 2 * r, stride=r, causal=causal), norm)]
+            layers += [lrelu(), wn(conv(dim, 2 * dim, 2 * r, stride=r, causal=causal), norm)]
             dim *= 2
-        layers += [lrelu(), wn(Conv1d(dim, 2 * cfg.latent_size, k, causal=causal), norm)]
+        layers += [lrelu(), wn(conv(dim, 2 * cfg.latent_size, k, causal=causal), norm)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,22 @@
 """Pseudo-QMF multiband decomposition (RAVE's first and last layer).
 
-A prototype low-pass filter (Kaiser-windowed sinc) is cosine-modulated into
-``n_bands`` band-pass filters. Analysis filters and decimates the signal into
-``n_bands`` critically sampled sub-bands; synthesis up-samples, filters and sums them.
-The prototype's cut-off is tuned so that the aliasing between neighbouring bands
-cancels (the criterion of Lin & Vaidyanathan 1998, as in acids-rave), which makes
-analysis followed by synthesis near-perfect reconstruction.
+The same filters and the same function as acids-rave 2.3.1's ``CachedPQMF`` (so
+imported models and our own see the same sub-bands):
 
-Both directions are built from the streaming-aware layers of ``cached_conv`` (analysis
-is a strided convolution, synthesis a transposed convolution), so the PQMF streams
-exactly like the rest of the model. The filters are buffers, never trained.
+- a prototype low-pass (``firwin`` with a Kaiser window sized by ``kaiserord`` for the
+  stop-band attenuation) whose cut-off minimises the aliasing criterion of Lin &
+  Vaidyanathan 1998 (``scipy.optimize.fmin`` from ``1 / M``, as the reference), cosine-modulated into ``M`` band-pass filters ``hk [M, L]``,
+  centre-padded to the next power of two;
+- analysis: a strided correlation with ``hk`` (one extra zero tap to make it odd),
+  centred, then :func:`reverse_half`, which flips the sign of the odd bands on even
+  frames (it un-mirrors their spectra);
+- synthesis: :func:`reverse_half`, then a stride-1 polyphase convolution with ``hk``
+  (``[M phases, M bands, L / M + 1]``) times ``M``, whose phases are interleaved in
+  reverse order.
 
-Design is done with numpy (no scipy needed).
+``hk`` is the only state (a buffer, ``[n_bands, L]``, the reference's ``pqmf.hk``); the
+two convolution weights are derived from it. The paddings stream through
+``cached_conv``'s :class:`CachedPad1d`.
 """
 from __future__ import annotations
 
@@ -22,63 +27,68 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import CachedPad1d, OverlapAdd, conv_transpose1d_mm, polyphase_weight
+from rave_model.cached_conv import CachedPad1d
 
 
 def kaiser_lowpass(wc: float, attenuation: float, n_taps: int | None = None) -> np.ndarray:
-    """Kaiser-windowed sinc low-pass with cut-off ``wc`` (radians/sample), odd length.
+    """Kaiser-windowed low-pass with cut-off ``wc`` (radians/sample), odd length by
+    default (``kaiserord`` for the attenuation and a transition width of ``wc``)."""
+    from scipy.signal import firwin, kaiserord
 
-    The length and window shape follow Kaiser's formulas for the given stop-band
-    attenuation (dB) and a transition width of ``wc / pi`` (as acids-rave does).
-    """
-    a = attenuation
-    if a > 50:
-        beta = 0.1102 * (a - 8.7)
-    elif a > 21:
-        beta = 0.5842 * (a - 21) ** 0.4 + 0.07886 * (a - 21)
-    else:
-        beta = 0.0
-    if n_taps is None:
-        width = wc / np.pi  # in units of pi rad/sample
-        n_taps = int(math.ceil((a - 7.95) / (2.285 * np.pi * width) + 1))
-        n_taps = 2 * (n_taps // 2) + 1
-    t = np.arange(n_taps) - (n_taps - 1) / 2
-    return (wc / np.pi) * np.sinc(wc / np.pi * t) * np.kaiser(n_taps, beta)
+    n, beta = kaiserord(attenuation, wc / np.pi)
+    n = 2 * (n // 2) + 1
+    n = n if n_taps is None else n_taps
+    return firwin(n, wc, window=("kaiser", beta), scale=False, fs=2 * np.pi)
 
 
 def _aliasing(wc: float, attenuation: float, n_bands: int) -> float:
     """Worst leakage of h * h~ at multiples of 2M (zero for a perfect prototype)."""
-    h = kaiser_lowpass(wc, attenuation)
-    g = np.convolve(h, h[::-1])
-    return float(np.max(np.abs(g[len(g) // 2 :: 2 * n_bands][1:])))
+    h = kaiser_lowpass(float(np.asarray(wc).reshape(-1)[0]), attenuation)
+    g = np.convolve(h, h[::-1], "full")
+    return float(np.max(np.abs(g[g.shape[-1] // 2 :: 2 * n_bands][1:])))
 
 
 def prototype(attenuation: float, n_bands: int) -> np.ndarray:
-    """Prototype low-pass whose cut-off minimises :func:`_aliasing` (golden-section search
-    around pi / (2M) after a coarse grid, since the objective is only piecewise smooth)."""
-    grid = np.linspace(1.0, 2.5, 61) / n_bands
-    best = min(grid, key=lambda w: _aliasing(w, attenuation, n_bands))
-    lo, hi = best - 0.025 / n_bands, best + 0.025 / n_bands
-    phi = (math.sqrt(5) - 1) / 2
-    for _ in range(40):
-        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
-        if _aliasing(a, attenuation, n_bands) < _aliasing(b, attenuation, n_bands):
-            hi = b
-        else:
-            lo = a
-    return kaiser_lowpass((lo + hi) / 2, attenuation)
+    """The prototype low-pass (odd length): Nelder-Mead on :func:`_aliasing` from
+    ``1 / n_bands``, as the reference, so both designs give the same filter."""
+    from scipy.optimize import fmin
+
+    wc = fmin(lambda w: _aliasing(w, attenuation, n_bands), 1 / n_bands, disp=0)[0]
+    return kaiser_lowpass(wc, attenuation)
 
 
-def filter_bank(h: np.ndarray, n_bands: int) -> np.ndarray:
-    """Cosine-modulate the prototype ``h`` (odd length) into ``[n_bands, L]`` filters, with
-    ``L`` zero-padded up to a multiple of ``n_bands`` (needed by the polyphase layers)."""
-    n = len(h)
-    k = np.arange(n_bands)[:, None]
-    t = np.arange(n)[None, :] - (n - 1) / 2
-    phase = (-1.0) ** k * np.pi / 4
-    hk = 2 * h[None, :] * np.cos((2 * k + 1) * np.pi / (2 * n_bands) * t + phase)
-    length = int(math.ceil(n / n_bands)) * n_bands
-    return np.pad(hk, ((0, 0), (0, length - n)))
+def filter_bank(h: np.ndarray, n_bands: int) -> torch.Tensor:
+    """Cosine-modulate the prototype ``h`` (odd length N) into ``[n_bands, L]`` filters,
+    centred in ``L`` = the next power of two >= N (the extra zero on the right).
+    Computed in float32 like the reference, so the filters are bit-identical."""
+    h32 = torch.from_numpy(np.asarray(h)).float()
+    n = h32.shape[-1]
+    k = torch.arange(n_bands).reshape(-1, 1)
+    t = torch.arange(-(n // 2), n // 2 + 1)
+    hk = 2 * h32 * torch.cos((2 * k + 1) * math.pi / (2 * n_bands) * t + (-1) ** k * math.pi / 4)
+    pad = 2 ** math.ceil(math.log2(n)) - n
+    return F.pad(hk, (pad // 2, pad // 2 + pad % 2))
+
+
+def reverse_half(x: torch.Tensor, phase: int = 0) -> torch.Tensor:
+    """``[B, M, T]``: negate the odd bands on the frames ``t`` where ``t + phase`` is even."""
+    m, t = x.shape[-2], x.shape[-1]
+    odd_band = (torch.arange(m, device=x.device) % 2).view(m, 1)
+    even_frame = 1 - (torch.arange(t, device=x.device) + phase) % 2
+    return x * (1 - 2 * odd_band * even_frame.view(1, t)).to(x.dtype)
+
+
+def analysis_weight(hk: torch.Tensor) -> torch.Tensor:
+    """``hk [M, L]`` -> the analysis kernel ``[M, 1, L']`` (``L'`` odd)."""
+    w = hk.unsqueeze(1)
+    return F.pad(w, (0, 1)) if w.shape[-1] % 2 == 0 else w
+
+
+def synthesis_weight(hk: torch.Tensor) -> torch.Tensor:
+    """``hk [M, L]`` -> the polyphase synthesis kernel ``[M phases, M bands, L / M (+1, odd)]``."""
+    m, length = hk.shape
+    w = hk.flip(-1).reshape(m, length // m, m).permute(2, 0, 1)  # [phase, band, tap]
+    return F.pad(w, (0, 1)) if w.shape[-1] % 2 == 0 else w
 
 
 class PQMF(nn.Module):
@@ -86,35 +96,38 @@ class PQMF(nn.Module):
 
     ``T`` must be a multiple of ``n_bands``. Channels are decomposed independently and
     their bands stacked channel-major (channel 0's bands first).
+
+    Streaming, the analysis is delayed by its right padding (``analysis_delay`` frames),
+    and :func:`reverse_half` keeps the offline frame parity. The synthesis' sign pattern
+    follows the frames it is given; ``synthesis_phase`` shifts it for a caller whose
+    sub-band stream is delayed by an odd number of frames.
     """
 
     def __init__(self, n_bands: int, attenuation: float = 100.0, causal: bool = False) -> None:
         super().__init__()
         self.n_bands = n_bands
-        if n_bands == 1:
-            hk = np.ones((1, 1))
-        else:
-            hk = filter_bank(prototype(attenuation, n_bands), n_bands)
-        # Analysis correlates with hk (a strided convolution); synthesis convolves with hk
-        # (a transposed convolution): the cascade is hk's autocorrelation, zero-phase.
-        self.register_buffer("analysis_weight", torch.from_numpy(hk).float().unsqueeze(1))  # [M, 1, L]
-        self.register_buffer("synthesis_weight", torch.from_numpy(hk * n_bands).float().unsqueeze(1))  # [M, 1, L]
-        # The same synthesis as a dense polyphase convolution [n_bands phases, n_bands bands,
-        # L / n_bands taps]: oneDNN runs it ~5x faster than the depthwise-like transposed
-        # convolution (Cout = 1). Derived from the filters, so not saved in the state dict.
-        poly = polyphase_weight(self.synthesis_weight, n_bands).permute(2, 1, 0).contiguous()
-        self.register_buffer("synthesis_poly", poly, persistent=False)  # [M phases, M bands, L / M]
-        excess = hk.shape[1] - n_bands
-        # Offline, analysis pads `excess` samples and synthesis crops as many; both are
-        # split so the reconstruction is not delayed.
-        self.pad = CachedPad1d(excess, causal)
-        self.pad.right = 0 if causal else excess - (excess // 2 // n_bands) * n_bands
-        self.ola = OverlapAdd(excess, causal)
-        self.ola.left = 0 if causal else excess - self.pad.right
+        hk = torch.ones(1, 1) if n_bands == 1 else filter_bank(prototype(attenuation, n_bands), n_bands)
+        self.register_buffer("hk", hk)  # [M, L]
+        # Derived kernels: not saved, refreshed whenever hk is loaded.
+        self.register_buffer("analysis", analysis_weight(self.hk), persistent=False)  # [M, 1, L']
+        self.register_buffer("synthesis", synthesis_weight(self.hk), persistent=False)  # [M, M, L / M (+1)]
+        self.register_load_state_dict_post_hook(PQMF._refresh)
+        ka, ks = self.analysis.shape[-1], self.synthesis.shape[-1]
+        # The reference's centred padding of an odd kernel: (k - 1) / 2 on each side.
+        self.pad = CachedPad1d(ka - 1, causal)
+        self.inverse_pad = CachedPad1d(ks - 1, causal)
+        self.analysis_delay = self.pad.right // n_bands
+        self.synthesis_phase = 0
         self.use_mm = False
 
+    @staticmethod
+    def _refresh(module: nn.Module, _keys) -> None:
+        with torch.no_grad():
+            module.analysis = analysis_weight(module.hk).to(module.analysis)
+            module.synthesis = synthesis_weight(module.hk).to(module.synthesis)
+
     def prepare_mm(self) -> None:
-        """Inference only: analysis and synthesis as matrix products (see cached_conv)."""
+        """Inference only: analysis as a matrix product of strided frames."""
         self.use_mm = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +136,13 @@ class PQMF(nn.Module):
         b, c, t = x.shape
         x = self.pad(x.reshape(b * c, 1, t))
         if self.use_mm:
-            # Frames of L samples every n_bands samples (a strided view), times the bank.
-            frames = x[:, 0].unfold(-1, self.analysis_weight.shape[-1], self.n_bands)  # [B*C, T', L]
-            y = torch.matmul(frames, self.analysis_weight[:, 0].t()).transpose(1, 2)
+            # Frames of L' samples every n_bands samples (a strided view), times the bank.
+            frames = x[:, 0].unfold(-1, self.analysis.shape[-1], self.n_bands)  # [B*C, T', L']
+            y = torch.matmul(frames, self.analysis[:, 0].t()).transpose(1, 2)
         else:
-            y = F.conv1d(x, self.analysis_weight, stride=self.n_bands)
+            y = F.conv1d(x, self.analysis, stride=self.n_bands)
+        phase = self.analysis_delay if self.pad.streaming else 0
+        y = reverse_half(y, phase)
         return y.reshape(b, c * self.n_bands, -1)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +151,8 @@ class PQMF(nn.Module):
             return x
         b, cm, t = x.shape
         c = cm // self.n_bands
-        x = x.reshape(b * c, self.n_bands, t)
-        if self.use_mm:
-            y = conv_transpose1d_mm(x, self.synthesis_weight[:, 0], 1, self.n_bands)
-        else:
-            m = self.synthesis_poly.shape[-1]
-            y = F.conv1d(F.pad(x, (m - 1, m - 1)), self.synthesis_poly)  # [B*C, M phases, t + m - 1]
-            y = y.transpose(1, 2).reshape(b * c, 1, -1)  # == F.conv_transpose1d(x, synthesis_weight, stride=M)
-        y = self.ola(y, t * self.n_bands)
-        return y.reshape(b, c, -1)
+        x = reverse_half(x.reshape(b * c, self.n_bands, t), self.synthesis_phase if self.inverse_pad.streaming else 0)
+        y = F.conv1d(self.inverse_pad(x), self.synthesis) * self.n_bands  # [B*C, M phases, T']
+        # Phase p of frame q is output sample q * M + (M - 1 - p).
+        y = y.flip(1).transpose(1, 2).reshape(b, c, t * self.n_bands)
+        return y
