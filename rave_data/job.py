@@ -24,6 +24,9 @@ class SourceJob:
     out_dir: str
     work_dir: str
     settings: PrepSettings
+    #: None: the whole source. A list: only these augmented variants (their
+    #: plugin changed, or they failed); the original and the others are kept.
+    variants: list[int] | None = None
 
 
 @dataclass
@@ -46,6 +49,9 @@ class SourceResult:
     warnings: list[str] = field(default_factory=list)  # e.g. a failed variant
     trimmed_seconds: float = 0.0
     short: bool = False  # shorter than one example: nothing went into the LMDB
+    variants: list[int] | None = None  # the job's variants (None: the whole source)
+    #: Variants that could not be made (rave_data.augment.provenance.failure_record).
+    failed_variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 def output_name(rel: str, fmt: str, variant: int | None = None) -> str:

@@ -320,13 +320,15 @@ def process_source(job: SourceJob) -> SourceResult:
         result.trimmed_seconds = trimmed
         steps = steps + [{"name": "quantize", "params": {"bits": s.bits, "lmdb": "int16"}}]
 
-        out_rel = output_name(job.rel, s.format)
-        ex_path = work / f"{tag}.orig.examples"
-        frames, n_ex, dropped = _emit(_scaled(spool, gain, _Scratch()), Path(job.out_dir) / out_rel, ex_path, s)
-        result.short = frames < s.example_frames
-        result.outputs.append(OutputResult(
-            _line(job, out_rel, info.seconds, frames, dropped, steps, "original", None, None, n_ex),
-            str(ex_path), n_ex))
+        result.variants = job.variants
+        if job.variants is None:  # else only some variants are made again, the original is kept
+            out_rel = output_name(job.rel, s.format)
+            ex_path = work / f"{tag}.orig.examples"
+            frames, n_ex, dropped = _emit(_scaled(spool, gain, _Scratch()), Path(job.out_dir) / out_rel, ex_path, s)
+            result.short = frames < s.example_frames
+            result.outputs.append(OutputResult(
+                _line(job, out_rel, info.seconds, frames, dropped, steps, "original", None, None, n_ex),
+                str(ex_path), n_ex))
 
         if s.n_variants:
             _variants(job, spool, gain, info.seconds, steps, result, tag)
@@ -343,7 +345,8 @@ def process_source(job: SourceJob) -> SourceResult:
         spool.close()
 
 
-def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: Spool, sr: int) -> Iterator[np.ndarray]:
+def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: Spool, sr: int,
+               on_step: Any = None) -> Iterator[np.ndarray]:
     """The variant's blocks, never clipped and never with level jumps.
 
     ``whole``: the file is one segment, and the chain scales its result down
@@ -355,11 +358,11 @@ def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: 
     from rave_data.augment.chain import PEAK_CEILING
 
     if whole:
-        yield from (chain.apply(x, sr) for x in segments)
+        yield from (chain.apply(x, sr, on_step=on_step) for x in segments)
         return
     peak = 0.0
     for x in segments:
-        y = chain.apply(x, sr, peak_ceiling=None)
+        y = chain.apply(x, sr, peak_ceiling=None, on_step=on_step)
         if y.size:
             peak = max(peak, float(np.max(np.abs(y))))
         vspool.append(y)
@@ -370,31 +373,38 @@ def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: 
 
 def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, steps: list[dict[str, Any]],
               result: SourceResult, tag: str) -> None:
-    """Write each augmented variant of the processed audio. A failing chain
-    (a buggy plugin) costs that variant only, reported as a warning."""
+    """Write each augmented variant of the processed audio (or those in
+    ``job.variants``). A failing chain (a buggy plugin) costs that variant
+    only: a warning, and a failure record (chain, step, traceback) that the
+    next run retries. Each line records the plugins that made it."""
     import tomllib
 
     from rave_data.augment import AugmentError, parse_plan, variant_rng
     from rave_data.augment.plan import default_plan_text
+    from rave_data.augment.provenance import StepMarker, chain_plugins, current_identities, failure_record, marker_path
 
     s = job.settings
     plan = parse_plan(tomllib.loads(s.augment_plan or default_plan_text()), source="augmentation plan")
+    identities = current_identities()
     seg = max(1, int(AUGMENT_SEGMENT_SECONDS * s.sr))
-    for v in range(1, s.n_variants + 1):
+    for v in job.variants if job.variants is not None else range(1, s.n_variants + 1):
         chain = plan.sample(variant_rng(s.seed, job.rel, v))
         record = chain.to_record()
         out_rel = output_name(job.rel, s.format, v)
         ex_path = Path(job.work_dir) / f"{tag}.aug{v:02d}.examples"
         vspool = Spool(s.channels, Path(job.work_dir) / f"{tag}.aug{v:02d}.spool.f32")
+        marker = StepMarker(marker_path(job.work_dir, job.rel), v, chain)
         try:
-            stream = _augmented(chain, _segments(_scaled(spool, gain), seg), spool.frames <= seg, vspool, s.sr)
+            stream = _augmented(chain, _segments(_scaled(spool, gain), seg), spool.frames <= seg, vspool, s.sr, marker)
             frames, n_ex, dropped = _emit(stream, Path(job.out_dir) / out_rel, ex_path, s)
         except AugmentError as exc:
             result.warnings.append(f"{job.rel}: variant {v} not written: {exc}")
+            result.failed_variants.append(failure_record(v, exc))
             continue
         finally:
+            marker.clear()
             vspool.close()
         vsteps = steps[:-1] + [{"name": "augment", "params": {"chain": record, "segment_seconds": AUGMENT_SEGMENT_SECONDS}}] + steps[-1:]
-        result.outputs.append(OutputResult(
-            _line(job, out_rel, seconds_in, frames, dropped, vsteps, "augmented", v, record, n_ex),
-            str(ex_path), n_ex))
+        line = _line(job, out_rel, seconds_in, frames, dropped, vsteps, "augmented", v, record, n_ex)
+        line["plugins"] = chain_plugins(chain, identities)
+        result.outputs.append(OutputResult(line, str(ex_path), n_ex))

@@ -64,6 +64,11 @@ class RunStats:
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     recovered_keys: int = 0
+    #: Committed sources done again, and why: ``{"source", "variants", "why"}``
+    #: (``variants`` None: the whole source; a list: only those variants).
+    rerun: list[dict[str, Any]] = field(default_factory=list)
+    #: Variants not written this run: ``{"source", **failure_record}``.
+    failed_variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Progress:
@@ -263,6 +268,12 @@ def _plan(
     sizes: dict[str, int] = {}
     seen: set[str] = set()
     claimed: dict[str, str] = {}  # output file -> the source that writes it
+    # Which plugin code runs now, to find variants made by code that changed.
+    identities = None
+    if settings.n_variants:
+        from rave_data.augment.provenance import current_identities
+
+        identities = current_identities()
     for path in sources:
         rel = path.relative_to(in_dir).as_posix()
         seen.add(rel)
@@ -283,8 +294,16 @@ def _plan(
             stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
             continue
         if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
-            stats.unchanged += 1
+            redo = _stale_variants(old, identities, settings)
+            if not redo:
+                stats.unchanged += 1
+                continue
+            stats.rerun.append({"source": rel, "variants": sorted(redo), "why": [f"variant {v}: {w}" for v, w in redo.items()]})
+            todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings, variants=sorted(redo)))
             continue
+        if old is not None:
+            why = "source changed" if old["fingerprint"] != fp else "output files or examples missing"
+            stats.rerun.append({"source": rel, "variants": None, "why": [why]})
         todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
     return todo, sizes, seen
 
@@ -320,6 +339,15 @@ def start_order(todo: list[SourceJob], sizes: dict[str, int]) -> list[SourceJob]
     return sorted(todo, key=lambda j: -work_estimate(j.rel, sizes.get(j.rel, 0)))
 
 
+def _stale_variants(record: dict[str, Any], identities: dict[str, Any] | None, settings: PrepSettings) -> dict[int, str]:
+    """Variants of an unchanged source to make again (see rave_data.augment.provenance)."""
+    if identities is None:
+        return {}
+    from rave_data.augment.provenance import stale_variants
+
+    return stale_variants(record, identities, settings.n_variants)
+
+
 def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes] | None) -> bool:
     """Every output file and every LMDB key of a committed source still there
     (``existing`` None: all referenced keys are known to exist)."""
@@ -352,6 +380,21 @@ def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: E
     store.forget([record["source"]])
 
 
+def _drop_variants(record: dict[str, Any], variants: list[int], out_dir: Path, writer: ExampleWriter,
+                   keep: set[str]) -> list[dict[str, Any]]:
+    """Remove the given variants of a committed source (files not in ``keep``,
+    then keys); returns the record's other lines. Its record is rewritten
+    right after: a crash in between leaves it referencing missing keys, and
+    the next run redoes the whole source."""
+    redo = set(variants)
+    gone = [line for line in record["outputs"] if line.get("variant") in redo]
+    for line in gone:
+        if line["output"] not in keep:
+            (out_dir / line["output"]).unlink(missing_ok=True)
+    writer.delete(k.encode() for line in gone for k in line["keys"])
+    return [line for line in record["outputs"] if line.get("variant") not in redo]
+
+
 def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,
             store: ManifestStore, writer: ExampleWriter, stats: RunStats) -> None:
     """Put one processed source into the dataset (replacing its old version)."""
@@ -359,16 +402,20 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
 
     old = records.pop(result.source, None)
     stats.warnings.extend(result.warnings)
+    stats.failed_variants.extend({"source": result.source, **f} for f in result.failed_variants)
     if result.skipped is not None:
         stats.skipped.append({"source": result.source, "reason": result.skipped})
         if old is not None:
             _drop(old, out_dir, store, writer)
         return
     new_outputs = {o.line["output"] for o in result.outputs}
-    if old is not None:
+    lines = []
+    if old is not None and result.variants is not None:
+        # Only some variants were made again: the source's other outputs stay.
+        lines = _drop_variants(old, result.variants, out_dir, writer, keep=new_outputs)
+    elif old is not None:
         # New files already replaced same-named old ones; drop the rest, old keys too.
         _drop(old, out_dir, store, writer, keep=new_outputs)
-    lines = []
     for out in result.outputs:
         line = dict(out.line)
         try:
@@ -381,8 +428,12 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
         if out.examples_path:
             os.unlink(out.examples_path)
         lines.append(line)
+    lines.sort(key=lambda line: line.get("variant") or 0)  # the original first, then variants in order
+    if old is not None and result.variants is not None:  # the original was not redone
+        result.trimmed_seconds, result.short = old.get("trimmed_seconds", 0.0), old.get("short", False)
     record = {"source": result.source, "fingerprint": result.fingerprint, "outputs": lines,
-              "trimmed_seconds": round(result.trimmed_seconds, 6), "short": result.short}
+              "trimmed_seconds": round(result.trimmed_seconds, 6), "short": result.short,
+              "failed_variants": result.failed_variants}
     store.commit(record)
     records[result.source] = record
     stats.processed.append(result.source)
@@ -524,11 +575,23 @@ def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None])
 
 
 def _isolated(job: SourceJob) -> SourceResult:
-    """Run one source in its own process; a crash skips it with a reason."""
-    from rave_data.job import SourceResult, run_job
+    """Run one source in its own process; a crash skips it with a reason
+    (naming the augmenter when it died augmenting) and removes every file
+    the dead worker wrote for it."""
+    from rave_data.augment.provenance import crash_reason, marker_path, remove_outputs
+    from rave_data.job import SourceResult, output_name, run_job
 
+    marker = marker_path(job.work_dir, job.rel)
+    marker.unlink(missing_ok=True)  # left by the first, shared-pool attempt
     with _worker_pool(1) as pool:
         try:
             return pool.submit(run_job, job).result()
         except BrokenProcessPool:
-            return SourceResult(job.rel, job.fingerprint, skipped="the decoder crashed (worker process died)")
+            s = job.settings
+            remove_outputs(job.out_dir, [output_name(job.rel, s.format)]
+                           + [output_name(job.rel, s.format, v) for v in range(1, s.n_variants + 1)])
+            crash = crash_reason(marker)
+            marker.unlink(missing_ok=True)
+            if crash is None:
+                return SourceResult(job.rel, job.fingerprint, skipped="the decoder crashed (worker process died)")
+            return SourceResult(job.rel, job.fingerprint, skipped=crash[0], failed_variants=[crash[1]])

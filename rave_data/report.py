@@ -49,6 +49,8 @@ def build_report(
             "skipped": stats.skipped,
             "warnings": stats.warnings,
             "recovered_keys": stats.recovered_keys,
+            "rerun": stats.rerun,
+            "failed_variants": stats.failed_variants,
             "wall_seconds": round(wall_seconds, 3),
         },
         "dataset": {
@@ -90,6 +92,9 @@ def format_summary(report: dict[str, Any]) -> str:
         out.append(f"no audio files found under {report['input']} (extensions: see docs/prep.md)")
     if run["recovered_keys"]:
         out.append(f"recovered from an interrupted run: removed {run['recovered_keys']} uncommitted examples")
+    for again in run.get("rerun", []):
+        what = "all outputs" if again["variants"] is None else "variant(s) " + ", ".join(map(str, again["variants"]))
+        out.append(f"made again: {again['source']} ({what}): {'; '.join(again['why'])}")
     for skip in run["skipped"]:
         out.append(f"skipped {skip['source']}: {skip['reason']}")
     for warning in run["warnings"]:

@@ -6,6 +6,7 @@ output, so a misbehaving plugin is named instead of corrupting the dataset.
 """
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class Chain:
         return f"Chain({self.describe()})"
 
     def describe(self) -> str:
-        """One line for humans, e.g. ``gain(db=-2.1) -> pitch_shift(semitones=1.3)``."""
+        """One line for humans, e.g. ``gain(db=-2.1) -> pitch_shift(semitones=1.3)``
+        (floats to 3 significant digits; :meth:`to_record` has them exactly)."""
         def fmt(v: Value) -> str:
             return f"{v:.3g}" if isinstance(v, float) else str(v)
 
@@ -57,45 +59,60 @@ class Chain:
             f"{s.name}({', '.join(f'{k}={fmt(v)}' for k, v in s.params.items())})" for s in self.steps
         ) or "(no augmentation)"
 
-    def apply(self, audio: np.ndarray, sr: int, peak_ceiling: float | None = PEAK_CEILING) -> np.ndarray:
+    def apply(self, audio: np.ndarray, sr: int, peak_ceiling: float | None = PEAK_CEILING,
+              on_step: Callable[[int, str, str], None] | None = None) -> np.ndarray:
         """``audio`` [channels, n] float32 -> [channels, m] float32.
 
         Raises :class:`AugmentError` naming the plugin and augmenter when a
         step raises or returns something other than finite float audio with
-        the input's channel count. With ``peak_ceiling`` (default), a result
-        whose peak exceeds it is scaled down as a whole.
+        the input's channel count; the error carries this chain's record, the
+        failing step and the traceback (:meth:`AugmentError.debug_text`).
+        With ``peak_ceiling`` (default), a result whose peak exceeds it is
+        scaled down as a whole. ``on_step(index, plugin, name)`` is called
+        before each step runs (prep uses it to name the augmenter that was
+        running when a worker process dies).
         """
         x = np.asarray(audio, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] < 1:
             raise ValueError(f"audio must be [channels, n], got shape {x.shape}")
         channels = x.shape[0]
-        for run, plugin, name in self._passes():
+        for index, run, plugin, name in self._passes():
+            if on_step is not None:
+                on_step(index, plugin, name)
             try:
                 y = run(np.ascontiguousarray(x), sr)
-            except AugmentError:
-                raise
+                x = _checked(y, channels, plugin, name)
+            except AugmentError as exc:
+                raise self._located(exc, index) from exc.__cause__
             except Exception as exc:
-                raise AugmentError(plugin, name, f"raised {error_line(exc)}") from exc
-            x = _checked(y, channels, plugin, name)
+                err = AugmentError(plugin, name, f"raised {error_line(exc)}")
+                err.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                raise self._located(err, index) from exc
         if peak_ceiling is not None and x.size:
             peak = float(np.max(np.abs(x)))
             if peak > peak_ceiling:
                 x = x * np.float32(peak_ceiling / peak)
         return x
 
-    def _passes(self) -> Iterator[tuple[Callable[[np.ndarray, int], np.ndarray], str, str]]:
-        """(function, plugin, name) per processing pass: adjacent steps that
-        agree to fuse (:meth:`Augmenter.fuse`) become one pass."""
+    def _located(self, err: AugmentError, index: int) -> AugmentError:
+        if err.chain is None:  # an error from a nested chain keeps its own
+            err.chain, err.step = self.to_record(), index
+        return err
+
+    def _passes(self) -> Iterator[tuple[int, Callable[[np.ndarray, int], np.ndarray], str, str]]:
+        """(index of the first step, function, plugin, name) per processing
+        pass: adjacent steps that agree to fuse (:meth:`Augmenter.fuse`)
+        become one pass."""
         i = 0
         while i < len(self.steps):
             step = self.steps[i]
             nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
             fused = nxt and step.augmenter.fuse(step.params, nxt.augmenter, nxt.params)
             if fused and nxt is not None:
-                yield fused, f"{step.plugin}+{nxt.plugin}", f"{step.name}+{nxt.name}"
+                yield i, fused, f"{step.plugin}+{nxt.plugin}", f"{step.name}+{nxt.name}"
                 i += 2
             else:
-                yield partial(_call, step.augmenter, step.params), step.plugin, step.name
+                yield i, partial(_call, step.augmenter, step.params), step.plugin, step.name
                 i += 1
 
     def to_record(self) -> list[dict[str, Any]]:
@@ -104,18 +121,15 @@ class Chain:
 
     @classmethod
     def from_record(cls, record: Sequence[dict[str, Any]]) -> Chain:
-        """Replay a chain written by :meth:`to_record` (needs the same augmenters installed)."""
+        """Replay a chain written by :meth:`to_record`: each step by its plugin
+        and name (``plugin:name``), so it replays the very augmenter recorded
+        even when another plugin provides the same name."""
         from rave_data.augment.registry import get_registry
 
         reg = get_registry()
         steps = []
         for item in record:
-            entry = reg.get(item["name"])
-            if item.get("plugin") not in (None, entry.plugin):
-                raise ValueError(
-                    f"augmenter {entry.name!r} was recorded from plugin {item['plugin']!r} "
-                    f"but is now provided by {entry.plugin!r}"
-                )
+            entry = reg.find(item["name"], item.get("plugin"))
             params = entry.cls.check_params(item.get("params", {}))
             steps.append(ChainStep(entry.cls(), entry.plugin, params))
         return cls(steps)

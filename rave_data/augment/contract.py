@@ -29,13 +29,40 @@ Setting = Union[Value, tuple[Value, ...]]
 
 
 class AugmentError(Exception):
-    """An augmenter failed or misbehaved. ``str()`` names the plugin and the augmenter."""
+    """An augmenter failed or misbehaved. ``str()`` names the plugin and the augmenter.
+
+    Raised by :meth:`Chain.apply`, which also fills in the chain being applied
+    (``chain``: its record, ``step``: the index of the failing step) and, when
+    the augmenter raised, the full traceback (``traceback``): everything
+    :meth:`debug_text` prints for ``--traceback``.
+    """
 
     def __init__(self, plugin: str, augmenter: str, reason: str) -> None:
         super().__init__(f"augmenter {augmenter!r} (plugin {plugin!r}): {reason}")
         self.plugin = plugin
         self.augmenter = augmenter
         self.reason = reason
+        self.chain: list[dict[str, Any]] | None = None
+        self.step: int | None = None
+        self.traceback: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes, details included
+        return (AugmentError, (self.plugin, self.augmenter, self.reason), self.__dict__)
+
+    def debug_text(self) -> str:
+        """Several lines: the sampled chain with the failing step marked, then
+        the augmenter's traceback (when it raised)."""
+        lines = [str(self)]
+        if self.chain is not None:
+            lines.append("sampled chain:" if self.chain else "sampled chain: (empty)")
+            for i, s in enumerate(self.chain):
+                params = ", ".join(f"{k}={v!r}" for k, v in s.get("params", {}).items())
+                mark = ">" if i == self.step else " "
+                tail = "   <- failed here" if i == self.step else ""
+                lines.append(f"{mark} {i + 1}. {s.get('plugin')}:{s.get('name')}({params}){tail}")
+        if self.traceback:
+            lines.append(self.traceback.rstrip("\n"))
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ A plan file is TOML::
     min_steps = 1                 # optional: redraw until a chain has this many steps
 
     [[steps]]
-    name = "pitch_shift"          # an installed augmenter (see `ravedata plugins`)
+    name = "pitch_shift"          # an installed augmenter (see `ravedata plugins`), or plugin:name
     probability = 0.5             # chance this step is in a given variant
     params = { semitones = [-2.0, 2.0] }   # [low, high] range, a fixed value, or choices
 
@@ -94,11 +94,19 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
     raw_steps = data.get("steps", [])
     if not isinstance(raw_steps, list) or not all(isinstance(s, Mapping) for s in raw_steps):
         raise ValueError(f"{source}: 'steps' must be a list of tables ([[steps]])")
-    missing = sorted({s.get("name") for s in raw_steps if s.get("name") not in reg.augmenters}, key=str)
-    if missing:
-        raise ValueError(f"{source}: " + "; ".join(reg.unknown_message(str(n)) for n in missing))
+    entries, problems = [], {}
+    for raw in raw_steps:
+        name = raw.get("name")
+        try:
+            if not isinstance(name, str):
+                raise ValueError(reg.unknown_message(str(name)))
+            entries.append(reg.get(name))
+        except ValueError as exc:
+            problems.setdefault(str(name), str(exc))
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems[n] for n in sorted(problems)))
     steps = []
-    for i, raw in enumerate(raw_steps, 1):
+    for i, (raw, entry) in enumerate(zip(raw_steps, entries), 1):
         where = f"{source}: step {i} ({raw['name']})"
         extra = sorted(set(raw) - {"name", "probability", "params"})
         if extra:
@@ -109,7 +117,6 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
         params = raw.get("params", {})
         if not isinstance(params, Mapping):
             raise ValueError(f"{where}: params must be a table")
-        entry = reg.augmenters[raw["name"]]
         try:
             aug = entry.cls(**params)
         except ValueError as exc:

@@ -1,9 +1,19 @@
 """Which augmenters are installed: built from the plugins' ``register_augmenters`` hooks.
 
 Each plugin's hook is called on its own with a ``register`` callback bound to
-that plugin, so the registry knows who registered what, can refuse a duplicate
-name with a message naming both plugins, and can disable one plugin whose hook
-raises while the others keep working.
+that plugin, so the registry knows who registered what and can disable one
+plugin whose hook raises while the others keep working.
+
+Names. Every augmenter is addressable as ``plugin:name`` (``bitcrush:bitcrush``,
+``builtin.gain:gain``). The plain ``name`` works too unless it is taken twice:
+
+- a built-in keeps its plain name; a plugin's augmenter of the same name is
+  reachable as ``plugin:name`` only;
+- two plugins providing the same name: the plain name is ambiguous, and a plan
+  using it is refused with both qualified names, never resolved silently.
+
+A clash never disables anything: each clash is reported (``notes``), and the
+plugins' other augmenters are untouched.
 """
 from __future__ import annotations
 
@@ -14,6 +24,9 @@ from typing import Any
 from rave_data.augment.contract import Augmenter, validate_class
 from rave_data.plugins import PluginError, PluginInfo, error_line, get_plugins
 
+#: Separates the plugin from the augmenter in a qualified name.
+SEP = ":"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -23,14 +36,20 @@ class Entry:
     plugin: str
     package: str
     version: str
+    builtin: bool = False
 
     @property
     def name(self) -> str:
         return self.cls.name
 
+    @property
+    def qualified(self) -> str:
+        return f"{self.plugin}{SEP}{self.name}"
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "qualified": self.qualified,
             "plugin": self.plugin,
             "package": self.package,
             "version": self.version,
@@ -41,19 +60,55 @@ class Entry:
 
 @dataclass
 class Registry:
+    #: Plain names that resolve: one provider, or a built-in.
     augmenters: dict[str, Entry] = field(default_factory=dict)
+    #: Every augmenter by ``plugin:name``.
+    qualified: dict[str, Entry] = field(default_factory=dict)
+    #: Plain names two or more plugins provide -> their qualified names.
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[PluginError] = field(default_factory=list)
+    #: Clashes and refused registrations: one line each, for warnings.
+    notes: list[str] = field(default_factory=list)
 
     def get(self, name: str) -> Entry:
-        """The augmenter called ``name``; ValueError listing the installed ones otherwise."""
+        """The augmenter ``name`` or ``plugin:name``; ValueError saying why not otherwise."""
+        if SEP in name:
+            entry = self.qualified.get(name)
+            if entry is None:
+                raise ValueError(self.unknown_message(name))
+            return entry
+        if name in self.ambiguous:
+            raise ValueError(
+                f"augmenter name {name!r} is provided by several plugins: write one of "
+                + ", ".join(repr(q) for q in self.ambiguous[name])
+            )
         try:
             return self.augmenters[name]
         except KeyError:
             raise ValueError(self.unknown_message(name)) from None
 
+    def find(self, name: str, plugin: str | None) -> Entry:
+        """The augmenter a record names: by ``plugin`` when given (exactly that
+        plugin's), else by plain name."""
+        if not plugin:
+            return self.get(name)
+        entry = self.qualified.get(f"{plugin}{SEP}{name}")
+        if entry is None:
+            msg = self.unknown_message(name).replace(f"{name!r}", f"{name!r} of plugin {plugin!r}", 1)
+            raise ValueError(msg)
+        return entry
+
+    def plan_name(self, entry: Entry) -> str:
+        """What a plan writes to mean ``entry``: the plain name when it resolves to it."""
+        return entry.name if self.augmenters.get(entry.name) is entry else entry.qualified
+
+    def installed_names(self) -> list[str]:
+        """Every name a plan may use to reach each augmenter once (plain where possible)."""
+        return sorted(self.plan_name(e) for e in self.qualified.values())
+
     def unknown_message(self, name: str) -> str:
-        msg = f"unknown augmenter {name!r}; installed: {', '.join(sorted(self.augmenters)) or '(none)'}"
+        msg = f"unknown augmenter {name!r}; installed: {', '.join(self.installed_names()) or '(none)'}"
         if self.errors:
             msg += "; not loaded: " + ", ".join(e.plugin for e in self.errors)
         return msg
@@ -72,13 +127,43 @@ class _Registrar:
 
     def __call__(self, cls: Any) -> None:
         validate_class(cls)
-        other = self.reg.augmenters.get(cls.name) or self.staged.get(cls.name)
-        if other is not None:
-            raise ValueError(
-                f"augmenter name {cls.name!r} is already registered by plugin {other.plugin!r} "
-                f"({other.package}); refused from plugin {self.meta.name!r} ({self.meta.package})"
+        if cls.name in self.staged:
+            # One plugin registering a name twice is its own bug: the first
+            # class stays, the plugin's other augmenters too.
+            self.reg.notes.append(
+                f"plugin {self.meta.name!r} ({self.meta.package}) registers augmenter {cls.name!r} twice; "
+                f"{cls.__name__} ignored"
             )
-        self.staged[cls.name] = Entry(cls, self.meta.name, self.meta.package, self.meta.version)
+            return
+        self.staged[cls.name] = Entry(cls, self.meta.name, self.meta.package, self.meta.version, self.meta.builtin)
+
+
+def _add(reg: Registry, entry: Entry) -> None:
+    """Add one augmenter under its qualified name, and under its plain name
+    unless that clashes (see the module docstring)."""
+    reg.qualified[entry.qualified] = entry
+    name = entry.name
+    if name in reg.ambiguous:
+        reg.ambiguous[name].append(entry.qualified)
+        reg.notes.append(f"augmenter name {name!r} is also provided by plugin {entry.plugin!r}; "
+                         f"a plan must write one of: {', '.join(reg.ambiguous[name])}")
+        return
+    other = reg.augmenters.get(name)
+    if other is None:
+        reg.augmenters[name] = entry
+        return
+    if other.builtin:  # built-ins register first and keep their plain names
+        reg.notes.append(
+            f"augmenter {name!r} of plugin {entry.plugin!r} ({entry.package}) has a built-in's name: "
+            f"{name!r} means {other.qualified!r}; write {entry.qualified!r} for the plugin's"
+        )
+        return
+    del reg.augmenters[name]
+    reg.ambiguous[name] = [other.qualified, entry.qualified]
+    reg.notes.append(
+        f"augmenter name {name!r} is provided by plugins {other.plugin!r} ({other.package}) and "
+        f"{entry.plugin!r} ({entry.package}); a plan must write {other.qualified!r} or {entry.qualified!r}"
+    )
 
 
 def build_registry(refresh: bool = False) -> Registry:
@@ -91,7 +176,7 @@ def build_registry(refresh: bool = False) -> Registry:
         return info.get(plugin) or PluginInfo(plugin, "?", "?")
 
     # Built-ins first, then plugins by name: a third party can never take a
-    # built-in's name, and which duplicate is refused never depends on install order.
+    # built-in's name, and the notes never depend on install order.
     impls = sorted(
         loaded.pm.hook.register_augmenters.get_hookimpls(),
         key=lambda i: (not meta(i.plugin_name).builtin, i.plugin_name),
@@ -105,7 +190,8 @@ def build_registry(refresh: bool = False) -> Registry:
             reg.errors.append(PluginError(m.name, f"{m.package} {m.version}", error_line(exc)))
             reg.plugins = [p for p in reg.plugins if p.name != m.name]
             continue
-        reg.augmenters.update(registrar.staged)
+        for entry in registrar.staged.values():
+            _add(reg, entry)
     return reg
 
 

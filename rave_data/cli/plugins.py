@@ -38,15 +38,17 @@ def _param_line(p: dict[str, Any]) -> str:
 
 @app.command("plugins")
 def plugins(
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (augmenters, plugins, errors)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (augmenters, plugins, errors, notes)."),
 ) -> None:
-    """List installed augmenters: name, plugin package and version, parameters
-    with defaults and allowed ranges. Plugins that failed to load are listed
-    with the reason (on stderr unless --json)."""
+    """List installed augmenters: the name a plan uses (plugin:name when
+    another plugin provides the same name), plugin package and version,
+    parameters with defaults and allowed ranges. Plugins that failed to load
+    and name clashes are listed with the reason (on stderr unless --json)."""
     from rave_data.augment.registry import get_registry
 
     reg = get_registry()
-    entries = [reg.augmenters[name].describe() for name in sorted(reg.augmenters)]
+    ordered = sorted(reg.qualified.values(), key=lambda e: (e.name, e.qualified))
+    entries = [{**e.describe(), "plan_name": reg.plan_name(e)} for e in ordered]
     if as_json:
         import json
 
@@ -57,11 +59,14 @@ def plugins(
                 for p in reg.plugins
             ],
             "errors": [{"plugin": e.plugin, "package": e.package, "reason": e.reason} for e in reg.errors],
+            "notes": reg.notes,
         }, indent=2))
         return
     for e in entries:
-        typer.echo(f"{e['name']}  [{e['plugin']}: {e['package']} {e['version']}]  {e['description']}")
+        typer.echo(f"{e['plan_name']}  [{e['plugin']}: {e['package']} {e['version']}]  {e['description']}")
         for p in e["params"]:
             typer.echo(_param_line(p))
     for err in reg.errors:
         typer.echo(f"ravedata plugins: warning: {err}", err=True)
+    for note in reg.notes:
+        typer.echo(f"ravedata plugins: warning: {note}", err=True)

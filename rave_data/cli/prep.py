@@ -41,6 +41,7 @@ def prep_command(
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    show_traceback: bool = typer.Option(False, "--traceback", "-v", help="For each variant an augmenter failed on: its sampled chain and full traceback (stderr)."),
 ) -> None:
     """Turn a folder of recordings into a RAVE training set (LMDB + processed audio)."""
     import sys
@@ -88,6 +89,11 @@ def prep_command(
         typer.echo("ravedata prep: interrupted; run the same command again to finish", err=True)
         raise typer.Exit(130) from None
 
+    if show_traceback:
+        from rave_data.augment.provenance import format_failure
+
+        for failure in report["run"]["failed_variants"]:
+            typer.echo(format_failure(failure["source"], failure), err=True)
     if as_json:
         import json
 
@@ -110,8 +116,11 @@ def _check_plan(plan_text: str | None) -> None:
     from rave_data.augment import get_registry
 
     # A plugin that failed to load is named, even when the plan does not use it.
-    for err in get_registry().errors:
+    reg = get_registry()
+    for err in reg.errors:
         typer.echo(f"ravedata prep: warning: {err}", err=True)
+    for note in reg.notes:  # augmenter name clashes
+        typer.echo(f"ravedata prep: warning: {note}", err=True)
     try:
         parse_plan(tomllib.loads(plan_text or default_plan_text()), source="--augment-config")
     except tomllib.TOMLDecodeError as exc:

@@ -64,7 +64,7 @@ def test_pitch_and_stretch_fuse_into_one_pass(engine):
     steps = [reg.get(n) for n in ("pitch_shift", "time_stretch")]
     params = [{"semitones": 12.0, "engine": engine}, {"rate": 1.25, "engine": engine}]
     chain = Chain([ChainStep(e.cls(), e.plugin, p) for e, p in zip(steps, params)])
-    [(_, plugin, name)] = list(chain._passes())
+    [(_, _, plugin, name)] = list(chain._passes())
     assert (plugin, name) == ("builtin.pitch+builtin.stretch", "pitch_shift+time_stretch")
     y = chain.apply(x, SR)
     assert abs(y.shape[1] - SR / 1.25) < SR * 0.02
@@ -280,7 +280,8 @@ def test_from_record_refuses_unknown_and_bad_params():
         Chain.from_record([{"name": "warp", "plugin": "x", "params": {}}])
     with pytest.raises(ValueError, match="outside the allowed range"):
         Chain.from_record([{"name": "gain", "plugin": "builtin.gain", "params": {"db": 99.0}}])
-    with pytest.raises(ValueError, match="recorded from plugin 'other'"):
+    # Recorded from another plugin: never silently replayed with the built-in of the same name.
+    with pytest.raises(ValueError, match="unknown augmenter 'gain' of plugin 'other'; installed: .*gain"):
         Chain.from_record([{"name": "gain", "plugin": "other", "params": {"db": 1.0}}])
 
 

@@ -112,12 +112,14 @@ def test_a_bad_hook_definition_fails_loudly(site, hook, needle):
     assert err.plugin == "typo" and needle in err.reason
 
 
-def test_duplicate_names_are_refused_naming_both_plugins(site):
+def test_a_builtin_name_stays_the_builtin_and_the_plugin_keeps_its_qualified_name(site):
     make_dist(site, "ravedata-mygain", "mygain", "rd_mygain", GOOD.replace('"echo"', '"gain"'))
     reg = get_registry(refresh=True)
-    [err] = reg.errors
-    assert "'gain' is already registered by plugin 'builtin.gain' (ravedata)" in err.reason
-    assert err.plugin == "mygain" and reg.get("gain").plugin == "builtin.gain"
+    assert not reg.errors and "mygain" in {p.name for p in reg.plugins}
+    assert reg.get("gain").plugin == "builtin.gain" and reg.get("builtin.gain:gain").plugin == "builtin.gain"
+    assert reg.get("mygain:gain").package == "ravedata-mygain"
+    [note] = reg.notes
+    assert "'gain' means 'builtin.gain:gain'; write 'mygain:gain'" in note
 
 
 def test_registering_something_that_is_not_an_augmenter_is_refused(site):
