@@ -14,15 +14,18 @@ from typing import Any
 import numpy as np
 
 from rave_data.augment.chain import Chain
+from rave_data.augment.contract import AugmentError
 from rave_data.augment.plan import Plan, variant_rng
 
 
 @dataclass
 class PreviewResult:
-    audio: list[Path] = field(default_factory=list)  # one file per variant, in order
+    audio: list[Path | None] = field(default_factory=list)  # one file per variant, in order (None: failed)
     image: Path | None = None
     chains: list[Chain] = field(default_factory=list)
     record: Path | None = None
+    #: Variants an augmenter failed on: (variant number, the error).
+    failures: list[tuple[int, AugmentError]] = field(default_factory=list)
 
 
 def read_excerpt(path: Path, start: float, seconds: float) -> tuple[np.ndarray, int]:
@@ -75,10 +78,12 @@ def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed:
     Variants use the same :func:`variant_rng` as ``prep`` with the file name as
     source id, so for a file at the top of ``in/``, ``prep --seed S`` draws the
     same chains as ``preview --seed S`` (prep names sources by their path in in/).
-    Raises DecodeError for an unreadable file, ValueError for an empty excerpt,
-    AugmentError when an augmenter misbehaves.
+    A variant whose augmenter fails gets no audio file, an empty labelled
+    panel, its error in the JSON and in ``result.failures``; the others are
+    written as usual. Raises DecodeError for an unreadable file, ValueError
+    for an empty excerpt.
     """
-    from rave_data.augment.spectrogram import spectrogram_png
+    from rave_data.augment.spectrogram import Panel, spectrogram_png
 
     path, out_dir = Path(path), Path(out_dir)
     x, sr = read_excerpt(path, start, seconds)
@@ -86,22 +91,32 @@ def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed:
         raise ValueError(f"{path}: no audio at {start:g} s (the file is shorter)")
     out_dir.mkdir(parents=True, exist_ok=True)
     result = PreviewResult()
-    rows = [x]
+    panels = [Panel(f"original: {path.name} ({start:g} s to {start + x.shape[1] / sr:g} s)", x)]
+    variants: list[dict[str, Any]] = []
     for i in range(1, n + 1):
         chain = plan.sample(variant_rng(seed, path.name, i))
-        y = chain.apply(x, sr)
         dest = out_dir / f"{path.stem}.aug{i:02d}.wav"
+        result.chains.append(chain)
+        try:
+            y = chain.apply(x, sr)
+        except AugmentError as exc:
+            dest.unlink(missing_ok=True)  # never leave an older run's file under this name
+            result.audio.append(None)
+            result.failures.append((i, exc))
+            panels.append(Panel(f"aug{i:02d} FAILED: {chain.describe()}", None, str(exc)))
+            variants.append({"output": None, "augment": chain.to_record(), "error": str(exc),
+                             "failed_step": exc.step, "traceback": exc.traceback})
+            continue
         _write_wav(dest, y, sr)
         result.audio.append(dest)
-        result.chains.append(chain)
-        rows.append(y)
+        panels.append(Panel(f"aug{i:02d}: {chain.describe()}", y))
+        variants.append({"output": dest.name, "augment": chain.to_record()})
     result.image = out_dir / f"{path.stem}.preview.png"
-    spectrogram_png(rows, sr, result.image)
+    spectrogram_png(panels, sr, result.image)
     result.record = out_dir / f"{path.stem}.preview.json"
     record: dict[str, Any] = {
         "source": str(path), "sr": sr, "start": start, "seconds": x.shape[1] / sr, "seed": seed,
-        "plan": plan.to_dict(),
-        "variants": [{"output": a.name, "augment": c.to_record()} for a, c in zip(result.audio, result.chains)],
+        "plan": plan.to_dict(), "variants": variants,
     }
     result.record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result

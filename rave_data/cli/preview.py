@@ -21,28 +21,51 @@ def preview(
     n: int = typer.Option(4, "-n", "--variants", min=1, max=99, help="How many augmented versions to write."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same variants)."),
     out: Optional[Path] = typer.Option(
-        None, "-o", "--out", help="Output folder (default: ./preview-<file stem>).", show_default=False
+        None, "-o", "--out", help="Output folder. Default: ./preview-STEM, STEM being FILE's name without "
+        "its extension (voice.wav -> ./preview-voice).", show_default=False
     ),
     start: float = typer.Option(0.0, "--start", min=0.0, help="Excerpt start, in seconds."),
     seconds: float = typer.Option(20.0, "--seconds", min=0.0, help="Excerpt length in seconds (0 = whole file)."),
+    show_traceback: bool = typer.Option(
+        False, "--traceback", "-v", help="For a variant an augmenter failed on: its sampled chain and full traceback."
+    ),
 ) -> None:
     """Write N augmented versions of FILE (STEM.augNN.wav, 24-bit), a
     spectrogram image (STEM.preview.png: the original on top, then each
-    version in order) and the chains applied (STEM.preview.json)."""
+    version in order, on one time axis in seconds, log frequency in Hz and one
+    dB colour scale) and the chains applied (STEM.preview.json). A version an
+    augmenter fails on is drawn as an empty labelled panel and reported (exit
+    status 1); the others are still written."""
     from rave_data.audioinfo import DecodeError
-    from rave_data.augment import AugmentError, default_plan, load_plan
+    from rave_data.augment import default_plan, load_plan
     from rave_data.augment.preview import preview as run_preview
     from rave_data.augment.registry import get_registry
 
-    for err in get_registry().errors:
-        typer.echo(f"ravedata preview: warning: {err}", err=True)
+    reg = get_registry()
+    for warning in [*map(str, reg.errors), *reg.notes]:
+        typer.echo(f"ravedata preview: warning: {warning}", err=True)
     try:
         plan = load_plan(augment_config) if augment_config else default_plan()
         result = run_preview(file, plan, out or Path(f"preview-{file.stem}"), n=n, seed=seed,
                              start=start, seconds=seconds)
-    except (DecodeError, ValueError, AugmentError, OSError) as e:
+    except (DecodeError, ValueError, OSError) as e:
         typer.echo(f"ravedata preview: error: {e}", err=True)
         raise typer.Exit(1) from None
-    for audio, chain in zip(result.audio, result.chains):
-        typer.echo(f"{audio}: {chain.describe()}")
-    typer.echo(f"{result.image}: spectrograms, top to bottom: original, " + ", ".join(a.stem for a in result.audio))
+    failed = dict(result.failures)
+    for i, (audio, chain) in enumerate(zip(result.audio, result.chains), 1):
+        if audio is not None:
+            typer.echo(f"{audio}: {chain.describe()}")
+        else:
+            typer.echo(f"variant {i:02d} not written: {chain.describe()}")
+    typer.echo(f"{result.image}: spectrograms, top to bottom: original, "
+               + ", ".join(f"{file.stem}.aug{i:02d}" + (" (failed)" if i in failed else "")
+                           for i in range(1, len(result.chains) + 1)))
+    for i, exc in result.failures:
+        if show_traceback:
+            typer.echo(f"ravedata preview: variant {i}: {exc.debug_text()}", err=True)
+        else:
+            typer.echo(f"ravedata preview: error: variant {i}: {exc}", err=True)
+    if result.failures:
+        if not show_traceback:
+            typer.echo("ravedata preview: --traceback shows each failing chain and its traceback", err=True)
+        raise typer.Exit(1)

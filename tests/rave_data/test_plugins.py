@@ -19,7 +19,7 @@ import pytest
 from rave_data import hookspecs
 from rave_data.augment import Chain, get_registry, parse_plan
 from rave_data.plugins import BUILTIN_MODULES
-from tests.rave_data.plugin_dists import make_dist
+from tests.rave_data.plugin_dists import make_dist, pip_install, write_project
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,6 +120,77 @@ def test_a_builtin_name_stays_the_builtin_and_the_plugin_keeps_its_qualified_nam
     assert reg.get("mygain:gain").package == "ravedata-mygain"
     [note] = reg.notes
     assert "'gain' means 'builtin.gain:gain'; write 'mygain:gain'" in note
+
+
+def _two(first: str, second: str, offset: float = 0.1) -> str:
+    """Plugin code registering two augmenters that add a constant (``first``
+    adds ``offset``, ``second`` 0.5: outputs tell which ran)."""
+    return f'''
+from rave_data import hookimpl
+from rave_data.augment import Augmenter
+class A(Augmenter):
+    name = "{first}"
+    def apply(self, audio, sr):
+        return audio + {offset}
+class B(Augmenter):
+    name = "{second}"
+    def apply(self, audio, sr):
+        return audio + 0.5
+@hookimpl
+def register_augmenters(register):
+    register(A)
+    register(B)
+'''
+
+
+def test_two_plugins_with_one_name_keep_everything_and_the_plain_name_is_refused(site):
+    make_dist(site, "ravedata-aa", "aa", "rd_aa", _two("echo", "only_a"))
+    make_dist(site, "ravedata-bb", "bb", "rd_bb", _two("echo", "only_b", 0.2))
+    reg = get_registry(refresh=True)
+    assert not reg.errors and {"aa", "bb"} <= {p.name for p in reg.plugins}
+    # Nothing disabled: both echoes by qualified name, each plugin's other augmenter by plain name.
+    assert reg.get("aa:echo").package == "ravedata-aa" and reg.get("bb:echo").package == "ravedata-bb"
+    assert reg.get("only_a").plugin == "aa" and reg.get("only_b").plugin == "bb"
+    with pytest.raises(ValueError, match="augmenter name 'echo' is provided by several plugins: write one of 'aa:echo', 'bb:echo'"):
+        parse_plan({"steps": [{"name": "echo"}]}, source="plan.toml")
+    [note] = reg.notes
+    assert "'aa:echo' or 'bb:echo'" in note
+    x = np.zeros((1, 8), np.float32)
+    plan = parse_plan({"steps": [{"name": "bb:echo"}, {"name": "builtin.gain:gain", "params": {"db": 0.0}}]})
+    chain = plan.sample(np.random.default_rng(0))
+    assert chain.to_record()[0] == {"name": "echo", "plugin": "bb", "params": {}}
+    assert np.allclose(chain.apply(x, 8000), 0.2)
+    # A record replays the plugin it names, whatever else provides the name.
+    assert np.allclose(Chain.from_record(chain.to_record()).apply(x, 8000), 0.2)
+    assert np.allclose(Chain.from_record([{"name": "echo", "plugin": "aa", "params": {}}]).apply(x, 8000), 0.1)
+
+
+def test_a_plugin_registering_one_name_twice_keeps_the_first_and_its_others(site):
+    make_dist(site, "ravedata-twice", "twice", "rd_twice", _two("same", "same").replace(
+        "    register(B)", "    register(B)\n    register(Echo2)").replace(
+        "@hookimpl", "class Echo2(A):\n    name = \"other\"\n@hookimpl"))
+    reg = get_registry(refresh=True)
+    assert not reg.errors
+    assert reg.get("same").cls.__name__ == "A" and reg.get("other").plugin == "twice"
+    [note] = reg.notes
+    assert "registers augmenter 'same' twice; B ignored" in note
+
+
+def test_plugin_identity_is_the_version_plus_a_module_hash_when_editable(site):
+    from rave_data.plugins import identity_change, plugin_identity
+
+    make_dist(site, "ravedata-echo", "echo", "rd_echo", GOOD)
+    info = next(p for p in get_registry(refresh=True).plugins if p.name == "echo")
+    assert plugin_identity(info) == {"package": "ravedata-echo", "version": "0.2", "hash": None}
+    [dist_info] = site.glob("ravedata_echo-*.dist-info")
+    (dist_info / "direct_url.json").write_text(json.dumps({"url": f"file://{site}", "dir_info": {"editable": True}}))
+    info = next(p for p in get_registry(refresh=True).plugins if p.name == "echo")
+    first = plugin_identity(info)
+    assert info.editable and first["hash"] and len(first["hash"]) == 12
+    old = dict(first, version="0.1")
+    assert identity_change(old, first) == "ravedata-echo 0.1 -> ravedata-echo 0.2"
+    assert identity_change(dict(first, hash="0" * 12), first).startswith("code changed (ravedata-echo 0.2, modules hash 000000000000 -> ")
+    assert identity_change(first, None) == "no longer installed" and identity_change(first, first) is None
 
 
 def test_registering_something_that_is_not_an_augmenter_is_refused(site):
@@ -224,5 +295,30 @@ def test_tutorial_shows_the_example_package_verbatim():
     docs = (ROOT / "docs" / "plugins.md").read_text()
     blocks = re.findall(r"```(?:python|toml)\n(.*?)```", docs, re.S)
     example = ROOT / "examples" / "custom-augmenter"
-    for name in ("ravedata_bitcrush.py", "pyproject.toml"):
+    for name in ("ravedata_bitcrush.py", "pyproject.toml", "tests/test_bitcrush.py"):
         assert (example / name).read_text() in blocks, f"{name} differs from its listing in docs/plugins.md"
+
+
+def test_clashing_real_packages_through_the_cli(tmp_path):
+    """Two pip-installed packages providing `echo`: `plugins` lists both by
+    qualified name and warns; a plan with the plain name is refused naming both."""
+    site = tmp_path / "site"
+    pip_install(site, write_project(tmp_path / "aa", "ravedata-aa", "aa", "rd_aa", _two("echo", "only_a")),
+                write_project(tmp_path / "bb", "ravedata-bb", "bb", "rd_bb", _two("echo", "only_b")))
+    env = {"PYTHONPATH": str(site)}
+    data = json.loads(run_cli("plugins", "--json", env_extra=env).stdout)
+    names = {a["plan_name"]: a["package"] for a in data["augmenters"]}
+    assert names["aa:echo"] == "ravedata-aa" and names["bb:echo"] == "ravedata-bb" and "echo" not in names
+    assert names["only_a"] == "ravedata-aa" and names["only_b"] == "ravedata-bb" and not data["errors"]
+    text = run_cli("plugins", env_extra=env)
+    assert re.search(r"^aa:echo  \[aa: ravedata-aa 0\.1\.0\]", text.stdout, re.M)
+    assert "a plan must write 'aa:echo' or 'bb:echo'" in text.stderr
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[steps]]\nname = "echo"\n')
+    (tmp_path / "in").mkdir()
+    import soundfile as sf
+    sf.write(tmp_path / "in" / "a.wav", np.zeros((22050, 1), np.float32) + 0.1, 22050)
+    r = run_cli("prep", str(tmp_path / "in"), str(tmp_path / "out"), "--augment", "--augment-config", str(plan),
+                env_extra=env)
+    assert r.returncode == 2 and "write one of 'aa:echo', 'bb:echo'" in r.stderr and "Traceback" not in r.stderr
