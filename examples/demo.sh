@@ -23,7 +23,7 @@ echo "== 3. train the tiny preset through all stages (seconds on a CPU)"
 ravemodel fit "$W/out" --preset tiny --run "$W/run"
 
 echo "== 4. export a streaming TorchScript model for nn~ and listen to it"
-ravemodel export "$W/run" -o "$W/model.ts" --streaming
+ravemodel export "$W/run" -o "$W/model.ts"
 first=$(find "$W/in" -name '*.wav' | sort | head -n 1)
 ravemodel reconstruct "$W/model.ts" "$first" -o "$W/reconstruction.wav"
 ravemodel generate "$W/run" --seconds 5 -o "$W/generated.wav" --seed 1
