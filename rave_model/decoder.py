@@ -94,15 +94,17 @@ class NoiseGenerator(nn.Module):
         self.frame_noise = FrameNoise(seed=0x5EED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gains = mod_sigmoid(self.net(x) - 5)  # [B, D * nb, F]
+        # The filtering runs in float32 even under bfloat16/float16 autocast in
+        # training: FFTs have no bfloat16 kernels (float32 inputs: unchanged).
+        gains = mod_sigmoid(self.net(x).float() - 5)  # [B, D * nb, F]
         b, f = gains.shape[0], gains.shape[-1]
         gains = gains.permute(0, 2, 1).reshape(b, f, self.data_size, self.noise_bands)  # [B, F, D, nb]
         ir = impulse_response(gains, self.frame)  # [B, F, D, frame]
         if self.deterministic:
             noise = self.frame_noise.uniform(b, f, self.data_size * self.frame, x.device)
-            noise = noise.view(b, f, self.data_size, self.frame).to(x.dtype) * 2 - 1
+            noise = noise.view(b, f, self.data_size, self.frame).to(gains.dtype) * 2 - 1
         else:
-            noise = torch.rand(b, f, self.data_size, self.frame, dtype=x.dtype, device=x.device) * 2 - 1
+            noise = torch.rand(b, f, self.data_size, self.frame, dtype=gains.dtype, device=x.device) * 2 - 1
         noise = fft_convolve(noise, ir)  # [B, F, D, frame]
         return noise.permute(0, 2, 1, 3).reshape(b, self.data_size, f * self.frame)
 
