@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,7 +102,13 @@ def make_data(work: Path, ref_bin: Path) -> Path:
 def train(work: Path, ref_bin: Path, db: Path, config: str) -> tuple[Path, Path]:
     """The reference run of ``config``: (its checkpoint at STEPS, its folder)."""
     out = work / "runs"
-    found = sorted(out.glob(f"{config}_*/version_*/checkpoints/epoch-*.ckpt"))
+
+    def checkpoints() -> list[Path]:
+        # rave train names its folder NAME_<10 hex digits of the gin hash>; "v2_*" alone would match v2_small's.
+        return sorted(p for p in out.glob(f"{config}_*/version_*/checkpoints/epoch-*.ckpt")
+                      if re.fullmatch(rf"{re.escape(config)}_[0-9a-f]{{10}}", p.parents[2].name))
+
+    found = checkpoints()
     if not found:
         cmd = [ref_bin / "rave", "train", "--config", config, "--db_path", db.resolve(), "--name", config, "--out_path", out.resolve(),
                "--max_steps", STEPS, "--batch", 4, "--n_signal", N_SIGNAL, "--workers", 1, "--val_every", STEPS,
@@ -109,7 +116,7 @@ def train(work: Path, ref_bin: Path, db: Path, config: str) -> tuple[Path, Path]
         if PHASE_1[config] is not None:
             cmd += ["--override", f"PHASE_1_DURATION={PHASE_1[config]}"]
         sh(cmd, work / f"train_{config}.log")
-        found = sorted(out.glob(f"{config}_*/version_*/checkpoints/epoch-*.ckpt"))
+        found = checkpoints()
     if not found:
         raise SystemExit(f"rave train {config}: no checkpoint under {out}")
     return found[-1], found[-1].parents[2]
@@ -175,11 +182,14 @@ def compare(config: str, runs: dict[str, Path], ref: dict[str, np.ndarray], work
         for what, ours_out, ref_out in (("encode (mean)", mean, ref[f"{key}_mean"]), ("decode (same z)", dec, ref[f"{key}_decode"]),
                                         ("forward", fwd, ref[f"{key}_decode"])):
             rows.append((config, source, what, *diff(ours_out.numpy(), ref_out)))
-    base = models["ckpt"].state_dict()
+    # The weights as the networks use them (weight norm folded: a .ts gives g = |w|, v = w,
+    # a checkpoint the trained g and v, which compose the same weight).
+    base = models["ckpt"].folded().state_dict()
     for source in [s for s in models if s != "ckpt"]:
-        other = models[source].state_dict()
-        worst = max(float((base[k].float() - other[k].float()).abs().max()) for k in base if base[k].numel())
-        rows.append((config, source, "weights vs ckpt import", worst, float("nan")))
+        other = models[source].folded().state_dict()
+        worst = max((diff(other[k].float().numpy(), base[k].float().numpy()) for k in base if base[k].is_floating_point() and base[k].numel()),
+                    key=lambda d: d[1])
+        rows.append((config, source, "weights vs ckpt import", *worst))
     # Our own export of the imported run: its encoder (deterministic) against the reference's mean in PCA space.
     out = work / "ours" / f"{config}-ckpt-offline.ts"
     sh([OURS, "export", runs["ckpt"], "-o", out, "--offline", "--fidelity", "1"], work / f"export_ours_{config}.log")
