@@ -20,7 +20,6 @@ from rave_model.config import load_config  # noqa: E402
 from rave_model.export import build_export  # noqa: E402
 from rave_model.model import RAVE  # noqa: E402
 from rave_model.prior import LatentPrior  # noqa: E402
-from tests.audio import concat, noise, sine  # noqa: E402
 
 # A v1 small enough to export in seconds but whose weights (4.6 MB) outweigh the
 # archive's code, with layers wide enough for the Winograd kernels.
@@ -77,8 +76,12 @@ def files(model, tmp_path_factory) -> dict[str, Path]:
 
 
 def audio(seconds: float = 0.4, sr: int = 44100) -> torch.Tensor:
-    x = concat(sine(seconds / 2, sr, 220.0), noise(seconds / 2, sr, 0.3))
-    return torch.from_numpy(x).unsqueeze(0)[..., : int(seconds * sr) // 2048 * 2048]
+    """``[1, 1, T]``: a sine, then noise (T a multiple of 2048). Made with torch alone, so
+    this module also runs where only torch and numpy are installed (a GPU machine)."""
+    n = int(seconds * sr) // 2048 * 2048
+    t = torch.arange(n // 2) / sr
+    noise = 0.3 * torch.randn(n - n // 2, generator=torch.Generator().manual_seed(0))
+    return torch.cat([0.5 * torch.sin(2 * torch.pi * 220.0 * t), noise]).view(1, 1, n)
 
 
 @pytest.mark.parametrize("kind", ["streaming", "offline"])
