@@ -25,5 +25,7 @@ def register_augmenters(register: Callable[[type[Any]], None]) -> None:
 
     Each class subclasses :class:`rave_data.augment.Augmenter` (a stable
     ``name``, typed ``params``, ``sample(rng)`` and ``apply(audio, sr, **params)``).
-    A name already taken by another plugin is refused with an error naming both.
+    Every augmenter is addressable as ``plugin:name``; a name another plugin
+    also provides is not an error (see rave_data.augment.registry for how
+    clashes resolve).
     """

@@ -15,6 +15,7 @@ concrete :class:`~rave_data.augment.chain.Chain` using only ``rng``.
 from __future__ import annotations
 
 import hashlib
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from rave_data.augment.chain import Chain, ChainStep
-from rave_data.augment.contract import Augmenter
+from rave_data.augment.contract import AugmentError, Augmenter
+from rave_data.plugins import error_line
 
 #: Augmented versions written per source by ``prep --augment`` (see docs/augmentation.md).
 DEFAULT_VARIANTS = 4
@@ -60,7 +62,7 @@ class Plan:
         chain = Chain()
         for _ in range(_MAX_REDRAWS):
             chain = Chain(
-                ChainStep(s.augmenter, s.plugin, s.augmenter.sample(rng))
+                ChainStep(s.augmenter, s.plugin, _sampled(s, rng))
                 for s in self.steps
                 if rng.random() < s.probability
             )
@@ -81,6 +83,17 @@ class Plan:
                 for s in self.steps
             ],
         }
+
+
+def _sampled(step: Step, rng: np.random.Generator) -> dict[str, Any]:
+    """``step``'s parameters drawn from ``rng``; a plugin's failing ``sample()``
+    becomes an AugmentError naming it, with its traceback."""
+    try:
+        return step.augmenter.sample(rng)
+    except Exception as exc:
+        err = AugmentError(step.plugin, step.name, f"sample() raised {error_line(exc)}")
+        err.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise err from exc
 
 
 def parse_plan(data: Mapping[str, Any], source: str = "<plan>") -> Plan:

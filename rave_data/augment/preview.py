@@ -94,12 +94,13 @@ def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed:
     panels = [Panel(f"original: {path.name} ({start:g} s to {start + x.shape[1] / sr:g} s)", x)]
     variants: list[dict[str, Any]] = []
     for i in range(1, n + 1):
-        chain = plan.sample(variant_rng(seed, path.name, i))
         dest = out_dir / f"{path.stem}.aug{i:02d}.wav"
-        result.chains.append(chain)
+        chain = Chain()  # stays empty when drawing the parameters fails
         try:
+            chain = plan.sample(variant_rng(seed, path.name, i))
             y = chain.apply(x, sr)
         except AugmentError as exc:
+            result.chains.append(chain)
             dest.unlink(missing_ok=True)  # never leave an older run's file under this name
             result.audio.append(None)
             result.failures.append((i, exc))
@@ -107,6 +108,7 @@ def preview(path: Path | str, plan: Plan, out_dir: Path | str, n: int = 4, seed:
             variants.append({"output": None, "augment": chain.to_record(), "error": str(exc),
                              "failed_step": exc.step, "traceback": exc.traceback})
             continue
+        result.chains.append(chain)
         _write_wav(dest, y, sr)
         result.audio.append(dest)
         panels.append(Panel(f"aug{i:02d}: {chain.describe()}", y))

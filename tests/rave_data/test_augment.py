@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rave_data.augment import (
-    DEFAULT_VARIANTS, AugmentError, Augmenter, Chain, ChainStep, Param, default_plan, get_registry,
+    DEFAULT_VARIANTS, AugmentError, Augmenter, Chain, ChainStep, Param, Plan, Step, default_plan, get_registry,
     load_plan, parse_plan, variant_rng,
 )
 from tests.audio import clicks, concat, noise, sine
@@ -303,3 +303,32 @@ def test_every_builtin_takes_tiny_inputs(shape):
         assert y.shape[0] == shape[0], name
         if name not in ("time_stretch",):
             assert y.shape == shape, name
+
+
+def test_a_failing_sample_is_an_augment_error_naming_the_plugin():
+    class Sampler(Augmenter):
+        name = "sampler"
+
+        def sample(self, rng):
+            raise KeyError("missing table")
+
+        def apply(self, audio, sr):
+            return audio
+
+    with pytest.raises(AugmentError, match=r"augmenter 'sampler' \(plugin 'p'\): sample\(\) raised KeyError") as e:
+        Plan([Step(Sampler(), "p", 1.0)]).sample(np.random.default_rng(0))
+    assert "KeyError: 'missing table'" in e.value.traceback
+
+
+def test_an_augment_error_carries_the_chain_the_failing_step_and_the_traceback(voice):
+    chain = Chain([ChainStep(get_registry().get("gain").cls(), "builtin.gain", {"db": -1.0}),
+                   ChainStep(_Bad(mode="raise"), "someplugin", {"mode": "raise"})])
+    with pytest.raises(AugmentError) as e:
+        chain.apply(voice, SR)
+    err = pickle.loads(pickle.dumps(e.value))  # crosses process boundaries whole
+    assert err.step == 1 and err.chain == chain.to_record() and "RuntimeError: boom" in err.traceback
+    text = err.debug_text().splitlines()
+    assert text[0] == str(e.value) and text[1] == "sampled chain:"
+    assert text[2] == "  1. builtin.gain:gain(db=-1.0)"
+    assert text[3] == "> 2. someplugin:bad(mode='raise')   <- failed here"
+    assert text[4] == "Traceback (most recent call last):" and text[-2:] == ["RuntimeError: boom", "second line"]
