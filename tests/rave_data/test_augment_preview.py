@@ -14,7 +14,7 @@ from PIL import Image
 
 from rave_data.augment.spectrogram import Panel, spectrogram_figure, stft_db
 from tests.audio import clicks, concat, noise, sine, write
-from tests.rave_data.plugin_dists import make_dist
+from tests.rave_data.plugin_dists import pip_install, write_project
 
 BIN = Path(sys.executable).parent
 SR = 22050
@@ -127,7 +127,7 @@ def register_augmenters(register):
 
 
 def test_a_failing_variant_is_an_empty_labelled_panel_and_the_others_are_drawn(tmp_path):
-    make_dist(tmp_path / "site", "rd-boom", "boom", "rd_boom", FLAKY)
+    pip_install(tmp_path / "site", write_project(tmp_path / "boom", "ravedata-boom", "boom", "rd_boom", FLAKY))
     write(tmp_path / "voice.wav", concat(sine(1.0, SR, 220.0), noise(0.5, SR)), SR)
     (tmp_path / "plan.toml").write_text('[[steps]]\nname = "boom"\n')
     env_path = str(tmp_path / "site")
