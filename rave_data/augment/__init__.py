@@ -8,6 +8,9 @@ Typical use, from ``prep`` or from a training data loader::
     y = chain.apply(x, sr)                                 # [C, n] float32 -> [C, m]
     record = chain.to_record()                             # into the manifest; Chain.from_record replays it
 
+Augmenters are named ``name`` or ``plugin:name`` (see :mod:`rave_data.augment.registry`
+for clashes). Plugin authors check their augmenters with :func:`rave_data.testing.check_augmenter`.
+
 Nothing here imports pedalboard until an augmenter is applied.
 """
 from __future__ import annotations
