@@ -20,7 +20,7 @@ class AudioInfo:
     frames: int
     format: str  # lower-case container name, e.g. "wav", "flac", "mp3", "m4a"
     subtype: str | None = None  # e.g. "PCM_16", "FLOAT"; None when unknown
-    backend: str = "soundfile"  # "soundfile" | "pedalboard" | "ffmpeg"
+    backend: str = "soundfile"  # the decoder: "soundfile" | "pyav" | "pedalboard"
 
     @property
     def seconds(self) -> float:
@@ -34,14 +34,3 @@ class DecodeError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
         self.reason = reason
-
-
-class MissingFFmpeg(DecodeError):
-    """The file needs ffmpeg (m4a, aac, wma, ...) and none is on PATH."""
-
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(
-            path,
-            "this format needs ffmpeg, which is not installed "
-            "(Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg)",
-        )

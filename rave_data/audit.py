@@ -25,7 +25,7 @@ from rave_data.audioinfo import AudioInfo, DecodeError
 from rave_data.discover import find_audio
 
 #: Threads reading headers. Mostly waiting (on the disk when headers are
-#: not cached, on ffprobe subprocesses for m4a/aac/wma), so more threads
+#: not cached; PyAV's header reads of m4a/aac/wma), so more threads
 #: than cores pay off; beyond this, contention for the GIL does not.
 MAX_WORKERS = 8
 
@@ -250,7 +250,7 @@ def audit(
             raise MissingPath(root)
     result = Audit(roots=roots)
     found = find_audio(roots, recursive=recursive)
-    from rave_data.probe import FFMPEG_ONLY
+    from rave_data.probe import AV_ONLY
 
     if workers is None:
         workers = MAX_WORKERS
@@ -263,13 +263,13 @@ def audit(
     if workers <= 1:
         probe_run(range(len(found)))
     else:
-        slow = [i for i, p in enumerate(found) if os.path.splitext(p.name)[1][1:].lower() in FFMPEG_ONLY]
+        slow = [i for i, p in enumerate(found) if os.path.splitext(p.name)[1][1:].lower() in AV_ONLY]
         slow_set = set(slow)
         fast = [i for i in range(len(found)) if i not in slow_set]
         # Header reads go in a few contiguous runs, one per thread: cached
         # headers cost the same as in one thread (no per-file hand-offs),
         # and uncached ones overlap their waits on the disk instead of
-        # queueing one by one. Each ffprobe (a subprocess) is its own task.
+        # queueing one by one. Each PyAV read (opening a demuxer, ~1 ms) is its own task.
         size = -(-len(fast) // workers) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             tasks = [pool.submit(probe_run, fast[k : k + size]) for k in range(0, len(fast), size)]

@@ -1,22 +1,28 @@
 """Decode audio files into streams of float32 blocks, whatever their format.
 
-Three backends, tried in order for each file:
+Each format has its decoders in order, fastest exact one first
+(:mod:`rave_data.decoder_choice`; the measured table is in docs/prep.md):
 
-1. **soundfile** (libsndfile): wav, flac, ogg/vorbis, opus, aiff, caf, w64 and
-   mp3. Reads mp3 with exact lengths (it honours the LAME/Xing encoder delay
-   and padding), so it goes first.
-2. **pedalboard** (JUCE): whatever libsndfile refuses but JUCE reads. Its mp3
-   reader keeps the encoder padding (+1105 samples), one more reason it is
-   only the fallback.
-3. **ffmpeg** (a subprocess, when on PATH) for what neither reads (m4a, aac,
-   wma, ...). ``ffprobe`` gives the rate and channels, ffmpeg streams raw
-   ``f32le`` through a pipe, so even ffmpeg files are never held whole.
+- **soundfile** (libsndfile): PCM WAV/AIFF/W64/CAF read in place, FLAC and
+  MP3 (it honours the LAME/Xing encoder delay and padding);
+- **pyav** (:mod:`rave_data.pyav_reader`, FFmpeg's decoders in-process, no
+  system ffmpeg): Vorbis, Opus (twice libsndfile's speed), and the only
+  reader of m4a/aac/wma;
+- **pedalboard** (JUCE): the last resort for a file the others refuse to
+  open. Its mp3 reader keeps the encoder padding (+1105 samples), and past
+  the end of a truncated file it gives silence, so it never takes over
+  from a decoder that stopped.
+
+A file is opened with the first decoder that accepts it. A decoder that
+fails mid-file, or ends short of the header's length, hands over to the next
+one, which decodes from the start and carries on where the first stopped. A
+file that still ends short is kept with what was decoded, the shortfall
+reported in :attr:`AudioSource.warnings` (``strict=True``: refused).
 
 Every failure is a :class:`~rave_data.audioinfo.DecodeError` whose message
-names the file and the reason; a file that needs ffmpeg when there is none
-raises :class:`~rave_data.audioinfo.MissingFFmpeg`.
+names the file and the reason.
 
-Heavy or optional libraries (soundfile, pedalboard) are imported inside the
+Heavy libraries (soundfile, av, pedalboard) are imported inside the
 functions that need them so that ``ravedata --help`` stays instant.
 """
 from __future__ import annotations
@@ -24,38 +30,30 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from rave_data.audioinfo import AudioInfo, DecodeError, MissingFFmpeg
-
-#: Extensions that only ffmpeg reads on Linux: when ffmpeg is missing these
-#: raise MissingFFmpeg rather than a generic "cannot decode".
-FFMPEG_EXTENSIONS: frozenset[str] = frozenset({"m4a", "mp4", "aac", "wma", "alac", "ac3", "mka", "webm"})
+from rave_data.audioinfo import AudioInfo, DecodeError
+from rave_data.decoder_choice import AV_ONLY, DECODERS, decoders_for  # noqa: F401 - re-exported
 
 #: Subtypes that cannot hold NaN or infinity (integer PCM), so their blocks
 #: skip the finiteness check.
-_INTEGER_SUBTYPES = re.compile(r"^(PCM_S?\d+|PCM_U8|ULAW|ALAW|DPCM_\d+|DWVW_\d+|IMA_ADPCM|MS_ADPCM|GSM610|G7\d\d.*)$")
+_INTEGER_SUBTYPES = re.compile(r"^(PCM_S?\d+|PCM_U8|ULAW|ALAW|DPCM_\d+|DWVW_\d+|IMA_ADPCM|MS_ADPCM|GSM610|G7\d\d.*|PCM_S\d+[LB]E|FLAC)$")
 
 #: mp3 headers may round the length to whole mpeg frames; a shortfall up to
 #: this many samples is padding, not truncation.
 _MP3_TOLERANCE = 2 * 1152
 
-#: ffmpeg-decoded formats: a shortfall up to this many samples (or 0.5 %) is
-#: header rounding (wma declares ~2000 samples more than it decodes).
-_FFMPEG_TOLERANCE = 8192
-
-#: ffmpeg has written all its samples: it must exit within this many seconds.
-_EXIT_TIMEOUT_S = 30.0
+#: wma headers give the length in milliseconds, rounded up to ~2000 samples
+#: more than the decoder gives: a shortfall up to this many samples (or
+#: 0.5 %) is header rounding, made good with silence.
+_WMA_TOLERANCE = 8192
 
 # libsndfile recovers from a truncated wav/aiff/w64 by shortening the length,
 # silently; its log (``extra_info``) keeps "data : <declared> (should be <found>)".
@@ -102,31 +100,42 @@ def _libsndfile_truncation(sf_file: Any) -> str | None:
     return None
 
 
+class _Reader(Protocol):
+    """One decoder's view of a file."""
+
+    info: AudioInfo
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """[channels, n] float32 blocks from the start of the file."""
+
+    def close(self) -> None: ...
+
+
 class AudioSource:
     """One opened audio file: exact header :attr:`info` and a stream of blocks.
 
     Use :func:`open_audio` to make one; it is a context manager. Each call of
     :meth:`blocks` streams the file from the start, so a caller may read it
     twice (e.g. measure loudness, then process) without holding it in memory.
+    What a decode had to make good (a decoder that failed and was replaced,
+    a file that ends short of its header) is described in :attr:`warnings`
+    (one sentence each, without the file name).
     """
 
     info: AudioInfo
 
-    def __init__(
-        self,
-        info: AudioInfo,
-        handle: Any = None,
-        ffmpeg: str | None = None,
-        started: tuple[subprocess.Popen[bytes], IO[bytes]] | None = None,
-    ) -> None:
-        self.info = info
-        self._handle = handle  # soundfile.SoundFile | pedalboard ReadableAudioFile | None
-        self._ffmpeg = ffmpeg  # path of the ffmpeg binary for the ffmpeg backend
-        # An ffmpeg already decoding (started by open_audio, in parallel with
-        # ffprobe), unread: the first blocks() call takes it.
-        self._proc, self._stderr = started if started else (None, None)
-        self._fresh = started is not None
-        self._check_finite = info.subtype is None or not _INTEGER_SUBTYPES.match(info.subtype)
+    def __init__(self, reader: _Reader, later: tuple[str, ...] = (), strict: bool = False,
+                 warnings: list[str] | None = None) -> None:
+        self.info = reader.info
+        self.warnings: list[str] = warnings or []
+        #: Seconds of audio the header declares that no decoder delivered.
+        self.shortfall_seconds = 0.0
+        #: The decoders that produced the audio (more than one after a hand-over).
+        self.decoders: list[str] = [reader.info.backend]
+        self._reader: _Reader | None = reader
+        self._later = later
+        self._strict = strict
+        self._check_finite = self.info.subtype is None or not _INTEGER_SUBTYPES.match(self.info.subtype)
 
     # context manager -------------------------------------------------------
     def __enter__(self) -> AudioSource:
@@ -137,81 +146,141 @@ class AudioSource:
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:  # never leave an ffmpeg child behind
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def close(self) -> None:
-        """Release the file and reap any ffmpeg process. Safe to call twice."""
-        self._stop_ffmpeg()
-        if self._handle is not None:
-            try:
-                self._handle.close()
-            finally:
-                self._handle = None
+        """Release the file. Safe to call twice."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     # streaming -------------------------------------------------------------
     def blocks(self, block_frames: int = 65536) -> Iterator[np.ndarray]:
         """Yield float32 blocks of shape [channels, <=block_frames], in order.
 
-        The blocks add up to exactly ``info.frames`` frames. Raises
-        DecodeError on NaN/infinite samples and on truncation or corrupt
-        data met mid-stream.
+        The blocks add up to ``info.frames`` frames, or to fewer when no
+        decoder reaches the end (then :attr:`warnings` says so; with
+        ``strict`` that raises DecodeError instead). Raises DecodeError on
+        NaN/infinite samples and when nothing at all can be decoded.
         """
         if block_frames <= 0:
             raise ValueError("block_frames must be positive")
-        if self.info.backend == "ffmpeg":
-            raw = self._ffmpeg_blocks(block_frames)
-        elif self.info.backend == "pedalboard":
-            raw = self._pedalboard_blocks(block_frames)
-        else:
-            raw = self._soundfile_blocks(block_frames)
-        yield from self._exact(raw, block_frames)
-
-    def _exact(self, raw: Iterator[np.ndarray], block_frames: int) -> Iterator[np.ndarray]:
-        """Check every block and make the total exactly ``info.frames``."""
-        path, want = self.info.path, self.info.frames
+        if self._reader is None:
+            raise ValueError("the source is closed")
+        path, want, sr = self.info.path, self.info.frames, self.info.sr
+        self.warnings = [w for w in self.warnings if not w.startswith(_HANDOVER)]
+        self.decoders = [self.info.backend]
+        reader: _Reader = self._reader
+        later = list(self._later)
         done = 0
-        for block in raw:
-            if self._check_finite and not np.isfinite(block).all():
-                raise DecodeError(path, "contains NaN or infinite samples")
-            if done + block.shape[1] > want:  # a decoder giving more than the header: keep the header's count
-                block = block[:, : want - done]
-            if block.shape[1]:
-                done += block.shape[1]
-                yield block
-            if done >= want:
-                break
+        failure: str | None = None
+        try:
+            while True:
+                failure = None
+                try:
+                    for block in _skipped(reader.blocks(block_frames), done):
+                        if self._check_finite and not np.isfinite(block).all():
+                            raise _NonFinite
+                        if done + block.shape[1] > want:  # more than the header (m4a end padding): cut
+                            block = block[:, : want - done]
+                        if block.shape[1]:
+                            done += block.shape[1]
+                            yield block
+                        if done >= want:
+                            break
+                except DecodeError as e:
+                    failure = e.reason
+                if done >= want:
+                    return
+                if not failure and want - done <= self._tolerance():
+                    break  # header rounding, not a decoder stopping early
+                # Failed or short: the next decoder that reads the file decodes
+                # it from the start and carries on from here.
+                nxt = _next_reader(path, later, self.info)
+                if nxt is None:
+                    break
+                stopped = f"failed ({failure})" if failure else "ended early"
+                self.warnings.append(f"{_HANDOVER}{reader.info.backend} {stopped} at {done / sr:.2f} s; "
+                                     f"{nxt.info.backend} decoded the rest")
+                if reader is not self._reader:
+                    reader.close()
+                reader = nxt
+                self.decoders.append(nxt.info.backend)
+        except _NonFinite:
+            raise DecodeError(path, "contains NaN or infinite samples") from None
+        finally:
+            if reader is not self._reader:
+                reader.close()
         missing = want - done
-        if missing <= 0:
-            return
         if missing <= self._tolerance():
             # The header's length was rounded to codec frames: pad with silence
-            # so the promise "blocks add up to info.frames" holds.
+            # so that the blocks add up to info.frames.
             while missing > 0:
                 n = min(missing, block_frames)
                 missing -= n
                 yield np.zeros((self.info.channels, n), np.float32)
             return
-        raise DecodeError(
-            path,
-            f"truncated or corrupt: decoded {done / self.info.sr:.2f} s of the "
-            f"{want / self.info.sr:.2f} s the header declares",
-        )
+        if done == 0 and failure:
+            raise DecodeError(path, failure)
+        what = f"decoded {done / sr:.2f} s of the {want / sr:.2f} s the header declares"
+        if self._strict:
+            raise DecodeError(path, f"truncated or corrupt: {what}" + (f" ({failure})" if failure else ""))
+        self.shortfall_seconds = missing / sr
+        self.warnings.append(f"ends short: {what}" + (f" ({failure})" if failure else "")
+                             + f"; kept the {done / sr:.2f} s decoded")
 
     def _tolerance(self) -> int:
         """Frames a decoder may fall short of the header without it being truncation."""
-        if self.info.backend == "ffmpeg":
-            # wma/aac headers round to codec frames; real truncation is far larger.
-            return max(_FFMPEG_TOLERANCE, self.info.frames // 200)
-        return _MP3_TOLERANCE if self.info.format == "mp3" else 0
+        if self.info.format == "mp3":
+            return _MP3_TOLERANCE
+        if self.info.format == "wma":
+            return max(_WMA_TOLERANCE, self.info.frames // 200)
+        return 0
 
-    def _soundfile_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+
+_HANDOVER = "decoder hand-over: "
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _skipped(blocks: Iterator[np.ndarray], frames: int) -> Iterator[np.ndarray]:
+    """``blocks`` without their first ``frames`` frames."""
+    for block in blocks:
+        if frames >= block.shape[1]:
+            frames -= block.shape[1]
+            continue
+        if frames:
+            block, frames = block[:, frames:], 0
+        yield block
+
+
+def _next_reader(path: Path, later: list[str], info: AudioInfo) -> _Reader | None:
+    """The next decoder in ``later`` (consumed) that opens ``path`` with the
+    same rate and channels, or None. Not pedalboard: past the end of what a
+    file holds, JUCE's readers give silence up to the header's length, which
+    would hide the damage."""
+    while later:
+        name = later.pop(0)
+        if name == "pedalboard":
+            continue
+        try:
+            reader = _OPENERS[name](path)
+        except DecodeError:
+            continue
+        if (reader.info.sr, reader.info.channels) == (info.sr, info.channels):
+            return reader
+        reader.close()
+    return None
+
+
+class _SoundFileReader:
+    def __init__(self, info: AudioInfo, handle: Any) -> None:
+        self.info, self._f = info, handle
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         import soundfile as sf
 
-        f = self._handle
+        f = self._f
         f.seek(0)
         quiet = self.info.format == "mp3"
         while True:
@@ -219,15 +288,21 @@ class AudioSource:
                 with _native_stderr_silenced(quiet):
                     data = f.read(block_frames, dtype="float32", always_2d=True)  # [n, channels]
             except sf.LibsndfileError as e:
-                raise DecodeError(
-                    self.info.path, f"corrupt or truncated data after {f.tell() / self.info.sr:.2f} s ({e})"
-                ) from None
+                raise DecodeError(self.info.path, f"corrupt data after {f.tell() / self.info.sr:.2f} s ({e})") from None
             if data.shape[0] == 0:
                 return
             yield np.ascontiguousarray(data.T)
 
-    def _pedalboard_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
-        f = self._handle
+    def close(self) -> None:
+        self._f.close()
+
+
+class _PedalboardReader:
+    def __init__(self, info: AudioInfo, handle: Any) -> None:
+        self.info, self._f = info, handle
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        f = self._f
         f.seek(0)
         while f.tell() < f.frames:
             try:
@@ -238,122 +313,11 @@ class AudioSource:
                 return
             yield np.ascontiguousarray(data, dtype=np.float32)
 
-    def _ffmpeg_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
-        ch = self.info.channels
-        if not self._fresh:  # the process started by open_audio is used by the first call only
-            self._stop_ffmpeg()
-            self._proc, self._stderr = _spawn_ffmpeg(self._ffmpeg or "ffmpeg", self.info.path)
-        self._fresh = False
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        nbytes = block_frames * ch * 4
-        try:
-            self._check_wav_header(proc.stdout)
-            while True:
-                buf = proc.stdout.read(nbytes)  # blocks until nbytes or EOF: a bounded pipe read
-                if not buf:
-                    break
-                usable = len(buf) - len(buf) % (ch * 4)
-                yield np.frombuffer(buf[:usable], np.float32).reshape(-1, ch).T.copy()
-            self._finish_ffmpeg()
-        finally:
-            self._stop_ffmpeg()
-
-    # ffmpeg process handling ----------------------------------------------
-    def _check_wav_header(self, stream: IO[bytes]) -> None:
-        """Read ffmpeg's WAV header off the pipe; check it is the float32 layout ffprobe described."""
-        riff = _read_exact(stream, 12)
-        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RF64") or riff[8:12] != b"WAVE":
-            self._finish_ffmpeg()  # raises with ffmpeg's own message when it failed
-            raise DecodeError(self.info.path, "ffmpeg produced no audio")
-        fmt: tuple[int, int, int, int] | None = None
-        while True:
-            head = _read_exact(stream, 8)
-            if len(head) < 8:
-                self._finish_ffmpeg()
-                raise DecodeError(self.info.path, "ffmpeg produced no audio")
-            cid, size = head[:4], int.from_bytes(head[4:], "little")
-            if cid == b"data":
-                break
-            body = _read_exact(stream, size + (size & 1))  # chunks are word-aligned
-            if cid == b"fmt ":
-                tag, channels = int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little")
-                sr, bits = int.from_bytes(body[4:8], "little"), int.from_bytes(body[14:16], "little")
-                if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag leads the GUID
-                    tag = int.from_bytes(body[24:26], "little")
-                fmt = (tag, channels, sr, bits)
-        if fmt != (3, self.info.channels, self.info.sr, 32):
-            raise DecodeError(
-                self.info.path,
-                f"ffmpeg decodes a layout ffprobe did not announce (format tag, channels, rate, bits = {fmt})",
-            )
-
-    def _finish_ffmpeg(self) -> None:
-        """Wait for a process that reached EOF; raise with its message if it failed."""
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            rc = proc.wait(timeout=_EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise DecodeError(self.info.path, f"ffmpeg did not exit within {_EXIT_TIMEOUT_S:.0f} s") from None
-        if rc != 0:
-            raise DecodeError(self.info.path, f"ffmpeg failed: {self._ffmpeg_message() or f'exit status {rc}'}")
-
-    def _ffmpeg_message(self) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        lines = [ln.strip() for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
-        return lines[-1] if lines else ""
-
-    def _stop_ffmpeg(self) -> None:
-        proc, self._proc = self._proc, None
-        self._fresh = False
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            if proc.stdout is not None:
-                proc.stdout.close()
-            proc.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+    def close(self) -> None:
+        self._f.close()
 
 
-def _spawn_ffmpeg(ffmpeg: str, path: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """Start ffmpeg decoding ``path``'s first audio stream to float32 WAV on a pipe.
-
-    WAV rather than raw samples: its header tells channels and rate, so the
-    stream is checked against what ffprobe said. ``-bitexact`` keeps
-    metadata chunks out of the header. stderr goes to a file, not a pipe: a
-    chatty ffmpeg can never block on it.
-    """
-    cmd = [
-        ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn",
-        "-map_metadata", "-1", "-bitexact", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
-    ]
-    err = tempfile.TemporaryFile()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-    except OSError as e:
-        err.close()
-        raise DecodeError(path, f"cannot run ffmpeg: {e}") from None
-    return proc, err
-
-
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
-    """``n`` bytes from a pipe (fewer only at EOF)."""
-    data = stream.read(n)
-    while len(data) < n:
-        more = stream.read(n - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
-def _open_soundfile(path: Path) -> AudioSource:
+def _open_soundfile(path: Path) -> _SoundFileReader:
     import soundfile as sf
 
     try:
@@ -362,9 +326,6 @@ def _open_soundfile(path: Path) -> AudioSource:
     except Exception as e:  # LibsndfileError, or RuntimeError from older versions
         raise DecodeError(path, _clean_sf_error(e)) from None
     try:
-        reason = _libsndfile_truncation(f)
-        if reason:
-            raise DecodeError(path, reason)
         if f.frames <= 0 or f.samplerate <= 0 or f.channels <= 0:
             raise DecodeError(path, "no audio samples in file")
         fmt = f.format.lower()
@@ -380,7 +341,7 @@ def _open_soundfile(path: Path) -> AudioSource:
     except BaseException:
         f.close()
         raise
-    return AudioSource(info, handle=f)
+    return _SoundFileReader(info, f)
 
 
 def _clean_sf_error(e: Exception) -> str:
@@ -423,7 +384,7 @@ def _native_stderr_silenced(enabled: bool) -> Iterator[None]:
         os.close(devnull)
 
 
-def _open_pedalboard(path: Path) -> AudioSource:
+def _open_pedalboard(path: Path) -> _PedalboardReader:
     try:
         from pedalboard.io import AudioFile
     except ImportError as e:  # pragma: no cover - pedalboard is a dependency
@@ -440,61 +401,51 @@ def _open_pedalboard(path: Path) -> AudioSource:
     except BaseException:
         f.close()
         raise
-    return AudioSource(info, handle=f)
+    return _PedalboardReader(info, f)
 
 
-def _open_ffmpeg(path: Path) -> AudioSource:
-    # ffprobe (through probe.py, shared with `ravedata duration`) gives the
-    # rate, the channels and the header length; edit lists applied, that
-    # length is exact for m4a, whose decoder output keeps the end padding.
-    from rave_data.probe import _probe_ffprobe
+def _open_pyav(path: Path) -> _Reader:
+    from rave_data.pyav_reader import PyAVStream
 
-    ffmpeg = shutil.which("ffmpeg")
-    if not ffmpeg:
-        raise MissingFFmpeg(path)
-    # Start decoding while ffprobe reads the header: each process start costs
-    # as much as decoding half a minute of AAC, so the two overlap.
-    started = _spawn_ffmpeg(ffmpeg, path)
-    try:
-        head = _probe_ffprobe(path)
-        if head.frames <= 0:
-            raise DecodeError(path, "no audio samples in file")
-    except BaseException:
-        AudioSource(AudioInfo(path, 1, 1, 1, "", None, "ffmpeg"), started=started).close()
-        raise
-    # The header's length is the promise (it is what `ravedata duration`
-    # reports): the m4a decoder's end padding is cut, and a header that
-    # overstates a little (wma) is made good with silence; see _exact.
-    # subtype None: AAC/WMA decoders give floats, so the finiteness check stays on.
-    info = AudioInfo(path, head.sr, head.channels, head.frames, head.format, None, "ffmpeg")
-    return AudioSource(info, ffmpeg=ffmpeg, started=started)
+    return PyAVStream(path)
 
 
-def open_audio(path: Path | str) -> AudioSource:
-    """Open ``path`` with the first backend that reads it (see module doc).
+_OPENERS = {"soundfile": _open_soundfile, "pyav": _open_pyav, "pedalboard": _open_pedalboard}
 
-    Raises DecodeError (naming the file and the reason) or MissingFFmpeg.
+
+def open_audio(path: Path | str, strict: bool = False, decoders: tuple[str, ...] | None = None) -> AudioSource:
+    """Open ``path`` with the first of its decoders (:func:`decoders_for`,
+    or ``decoders``) that reads it.
+
+    A file whose header promises more than it holds (a truncated WAV) opens
+    with a warning, or raises with ``strict``. Raises DecodeError naming the
+    file and the reason.
     """
     path = Path(path)
     _check_path(path)
-    try:
-        return _open_soundfile(path)
-    except DecodeError as e:
-        first = e
-        if first.reason.startswith("truncated"):
-            raise  # the format was recognised: another backend would hide the damage
-    try:
-        return _open_pedalboard(path)
-    except DecodeError:
-        pass
-    try:
-        return _open_ffmpeg(path)
-    except DecodeError:
-        # For m4a/aac/wma ffmpeg's own reason (or MissingFFmpeg) is the one
-        # that matters; for the formats libsndfile knows, its reason is.
-        if _ext(path) in FFMPEG_EXTENSIONS:
-            raise
-        raise DecodeError(path, f"not a readable audio file ({first.reason})") from None
+    order = decoders or decoders_for(path)
+    reasons: dict[str, str] = {}
+    for i, name in enumerate(order):
+        try:
+            reader = _OPENERS[name](path)
+        except DecodeError as e:
+            reasons[name] = e.reason
+            continue
+        warnings = []
+        if name == "soundfile":
+            cut = _libsndfile_truncation(reader._f)
+            if cut:
+                if strict:
+                    reader.close()
+                    raise DecodeError(path, cut)
+                warnings.append(f"{cut}; kept the {reader.info.seconds:.2f} s present")
+        return AudioSource(reader, tuple(order[i + 1 :]), strict, warnings)
+    # The reason of the decoder that knows the format best: libsndfile for
+    # the formats it reads, FFmpeg's for the others.
+    first = reasons.get("soundfile") if "soundfile" in reasons and _ext(path) not in AV_ONLY else None
+    if first is None:
+        raise DecodeError(path, reasons.get("pyav") or next(iter(reasons.values()), "no decoder"))
+    raise DecodeError(path, f"not a readable audio file ({first})")
 
 
 def read_all(path: Path | str) -> tuple[np.ndarray, int]:

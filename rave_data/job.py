@@ -24,6 +24,8 @@ class SourceJob:
     out_dir: str
     work_dir: str
     settings: PrepSettings
+    #: --strict: a file that decodes short of its header is skipped, not kept.
+    strict: bool = False
     #: None: the whole source. A list: only these augmented variants (their
     #: plugin changed, or they failed); the original and the others are kept.
     variants: list[int] | None = None

@@ -198,9 +198,10 @@ def _segments(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]
         yield np.concatenate(pending, axis=1)
 
 
-def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[str, Any]], float, float]:
+def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[str, Any]], float, float, list[str]]:
     """Phase 1: decode, mix, resample and trim into ``spool``, measuring as it
-    goes. Returns (AudioInfo, steps so far, gain, trimmed seconds)."""
+    goes. Returns (AudioInfo, steps so far, gain, trimmed seconds, what the
+    decode had to make good)."""
     from rave_data.decode import open_audio
     from rave_data.process.channels import to_channels
     from rave_data.process.loudness import LoudnessMeter, PeakMeter
@@ -211,7 +212,7 @@ def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[st
     s = job.settings
     peak = PeakMeter()
     loud = LoudnessMeter(s.sr, s.channels) if s.normalize == "loudness" else None
-    with open_audio(job.path) as src:
+    with open_audio(job.path, strict=job.strict) as src:
         info = src.info
         rs = StreamResampler(info.sr, s.sr, s.channels)
         trimmer = SilenceTrimmer(s.sr, s.channels, s.silence_db, s.max_silence, True) if s.trim else None
@@ -227,6 +228,7 @@ def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[st
         for block in src.blocks(BLOCK_FRAMES):
             keep(rs.process(to_channels(block, s.channels)))
         keep(rs.flush())
+        decoders, shortfall, notes = src.decoders, src.shortfall_seconds, src.warnings
     if trimmer is not None:
         tail = trimmer.flush()
         peak.feed(tail)
@@ -239,8 +241,13 @@ def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[st
     trimmed = trimmer.removed_frames / s.sr if trimmer is not None else 0.0
     lufs = loud.integrated_lufs() if loud is not None else float("nan")
     gain = normalize_gain(s.normalize, peak.peak, lufs, s.target_lufs, s.peak_db)
+    decode: dict[str, Any] = {"backend": info.backend, "format": info.format, "sr": info.sr, "channels": info.channels}
+    if len(decoders) > 1:
+        decode["decoders"] = decoders  # a decoder failed and the next took over
+    if shortfall:
+        decode["shortfall_seconds"] = round(shortfall, 6)
     steps: list[dict[str, Any]] = [
-        {"name": "decode", "params": {"backend": info.backend, "format": info.format, "sr": info.sr, "channels": info.channels}},
+        {"name": "decode", "params": decode},
         {"name": "channels", "params": {"from": info.channels, "to": s.channels}},
         {"name": "resample", "params": {"sr_in": info.sr, "sr_out": s.sr}},
     ]
@@ -252,7 +259,7 @@ def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[st
     elif s.normalize == "loudness":
         norm.update(target_lufs=s.target_lufs, peak_db=s.peak_db, measured_lufs=round(lufs, 3))
     steps.append({"name": "normalize", "params": norm})
-    return info, steps, gain, trimmed
+    return info, steps, gain, trimmed, notes
 
 
 class _Skip(Exception):
@@ -303,7 +310,7 @@ def process_source(job: SourceJob) -> SourceResult:
     spool = Spool(s.channels, work / f"{tag}.spool.f32")
     try:
         try:
-            info, steps, gain, trimmed = _decode_and_process(job, spool)
+            info, steps, gain, trimmed, notes = _decode_and_process(job, spool)
         except DecodeError as exc:
             result.skipped = exc.reason
             return result
@@ -318,6 +325,7 @@ def process_source(job: SourceJob) -> SourceResult:
             return result
         result.seconds_in = info.seconds
         result.trimmed_seconds = trimmed
+        result.warnings.extend(f"{job.rel}: {note}" for note in notes)
         steps = steps + [{"name": "quantize", "params": {"bits": s.bits, "lmdb": "int16"}}]
 
         result.variants = job.variants

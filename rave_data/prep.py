@@ -94,12 +94,14 @@ def prep(
     exclude: Sequence[str] = (),
     overwrite: bool = False,
     progress: Progress | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Build or update the dataset in ``out_dir`` from the audio under ``in_dir``.
 
     Returns the report (also written to ``out/report.json``). Raises
     :class:`PrepError` for problems with the run as a whole; a bad source
-    file never raises, it is listed under ``skipped``.
+    file never raises, it is listed under ``skipped``. A file that decodes
+    short of its header is kept with a warning, or skipped with ``strict``.
     """
     settings = settings or PrepSettings()
     progress = progress or Progress()
@@ -109,7 +111,8 @@ def prep(
     state = out_dir / STATE_DIR
     try:
         with FolderLock(state / "lock", str(out_dir)):
-            stats = _prep_locked(in_dir, out_dir, settings, jobs or _cores(), include, exclude, overwrite, progress)
+            stats = _prep_locked(in_dir, out_dir, settings, jobs or _cores(), include, exclude, overwrite, progress,
+                                 strict)
             from rave_data.dataset.manifest import write_atomic
             from rave_data.report import build_report
 
@@ -175,6 +178,7 @@ def _remove_work_dirs(state: Path) -> None:
 def _prep_locked(
     in_dir: Path, out_dir: Path, settings: PrepSettings, jobs: int,
     include: Sequence[str], exclude: Sequence[str], overwrite: bool, progress: Progress,
+    strict: bool = False,
 ) -> RunStats:
     from rave_data.discover import find_audio
 
@@ -189,7 +193,10 @@ def _prep_locked(
     if sources:
         # Likely work: let the fork server import the pipeline (~0.3 s) while
         # this process imports numpy and LMDB and fingerprints the sources.
-        start_worker_server(augment=bool(settings.n_variants))
+        from rave_data.decoder_choice import decoders_for
+
+        start_worker_server(augment=bool(settings.n_variants),
+                            pyav=any(decoders_for(p)[0] == "pyav" for p in sources))
     from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_manifest
     from rave_data.dataset.metadata import dataset_metadata, write_metadata
     from rave_data.dataset.writer import ExampleWriter
@@ -217,7 +224,7 @@ def _prep_locked(
         _remove_temp_audio(out_dir / "audio")
 
         stats.found = len(sources)
-        todo, sizes, seen = _plan(sources, in_dir, out_dir, work, settings, records, writer, stats)
+        todo, sizes, seen = _plan(sources, in_dir, out_dir, work, settings, records, writer, stats, strict)
 
         # Sources that are gone (or unreadable now) leave the dataset.
         gone = sorted(set(records) - (seen - {s["source"] for s in stats.skipped}))
@@ -253,7 +260,7 @@ def _prep_locked(
 
 def _plan(
     sources: list[Path], in_dir: Path, out_dir: Path, work: Path, settings: PrepSettings,
-    records: dict[str, dict[str, Any]], writer: ExampleWriter, stats: RunStats,
+    records: dict[str, dict[str, Any]], writer: ExampleWriter, stats: RunStats, strict: bool = False,
 ) -> tuple[list[SourceJob], dict[str, int], set[str]]:
     """Decide what to do with each found source: (jobs to run, file sizes,
     sources seen). Unchanged ones are counted, unreadable or colliding ones
@@ -299,12 +306,13 @@ def _plan(
                 stats.unchanged += 1
                 continue
             stats.rerun.append({"source": rel, "variants": sorted(redo), "why": [f"variant {v}: {w}" for v, w in redo.items()]})
-            todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings, variants=sorted(redo)))
+            todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings, strict=strict,
+                                  variants=sorted(redo)))
             continue
         if old is not None:
             why = "source changed" if old["fingerprint"] != fp else "output files or examples missing"
             stats.rerun.append({"source": rel, "variants": None, "why": [why]})
-        todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings))
+        todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings, strict=strict))
     return todo, sizes, seen
 
 
@@ -457,14 +465,19 @@ _PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.pro
 _PRELOAD_AUGMENT = ["pedalboard", "rave_data.augment", "rave_data.augment.plan", "rave_data.augment.chain"]
 
 
-def start_worker_server(augment: bool = False) -> None:
+#: Added when a source decodes through PyAV first: ``av`` takes ~0.3 s to
+#: import, once in the server rather than once per worker.
+_PRELOAD_PYAV = ["av", "rave_data.pyav_reader"]
+
+
+def start_worker_server(augment: bool = False, pyav: bool = False) -> None:
     """Start the fork server now, without waiting for it: it imports the
     pipeline in the background while this process goes on (opens the LMDB,
     fingerprints the sources), so the pool is ready sooner when there is work.
     A run that finds nothing changed wastes the server's start-up CPU on
     another core, not wall time."""
     with _worker_env():
-        _context(_PRELOAD + _PRELOAD_AUGMENT if augment else _PRELOAD)
+        _context(_PRELOAD + (_PRELOAD_AUGMENT if augment else []) + (_PRELOAD_PYAV if pyav else []))
 
 
 def _context(preload: list[str] = _PRELOAD) -> Any:

@@ -12,32 +12,25 @@ format ``prep`` reads, reading as little of the file as the format allows:
   (LAME) or VBRI tag, which every mainstream encoder writes; without one it
   is an estimate from the file size, so :mod:`rave_data.mp3_frames` counts
   the MPEG frame headers instead.
-- m4a/aac/wma (and anything libsndfile refuses): ``ffprobe``, when ffmpeg is
-  installed; otherwise :class:`~rave_data.audioinfo.MissingFFmpeg`.
+- m4a/aac/wma (and anything libsndfile refuses): PyAV
+  (:func:`rave_data.pyav_reader.header`: FFmpeg's demuxers in-process, the
+  m4a edit list applied, a raw ADTS stream's packets counted), the same
+  length ``prep`` decodes to. No system ffmpeg is involved.
 
-Only soundfile is imported here (no torch, no pedalboard): ``ravedata
-duration`` must start fast.
+Only soundfile is imported here (no torch, no pedalboard; ``av``, 0.3 s to
+import, only when a file needs it): ``ravedata duration`` must start fast.
 """
 from __future__ import annotations
 
 import functools
-import json
 import os
-import shutil
-import subprocess
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from rave_data.audioinfo import AudioInfo, DecodeError, MissingFFmpeg
+from rave_data.audioinfo import AudioInfo, DecodeError
+from rave_data.decoder_choice import AV_ONLY
 from rave_data.wav_header import read_wav_header
 
-#: Extensions libsndfile cannot open: go straight to ffprobe.
-FFMPEG_ONLY: frozenset[str] = frozenset({"m4a", "aac", "wma", "mp4", "webm"})
-
-# ffprobe answers within a few tens of milliseconds; a hung probe (network
-# file system, pathological file) must not hang a whole audit.
-FFPROBE_TIMEOUT_S = 30.0
 
 
 def probe(path: Path | str) -> AudioInfo:
@@ -46,9 +39,9 @@ def probe(path: Path | str) -> AudioInfo:
     if not isinstance(path, Path):  # re-wrapping a Path re-parses it: 10% of an audit
         path = Path(path)
     ext = os.path.splitext(path.name)[1][1:].lower()
-    if ext in FFMPEG_ONLY:
+    if ext in AV_ONLY:
         _check_file(path)
-        return _probe_ffprobe(path)
+        return _probe_pyav(path)
     if ext in ("wav", "wave"):
         wav = read_wav_header(path)
         if wav is not None:
@@ -57,13 +50,11 @@ def probe(path: Path | str) -> AudioInfo:
         info = _probe_soundfile(path)
     except DecodeError as sf_error:
         _check_file(path)  # a clearer reason than libsndfile's, if it applies
-        # libsndfile refuses some files ffmpeg reads (an .ogg holding a codec
-        # libsndfile lacks, a .wav wrapping mp3 data). Ask ffprobe before
-        # giving up, but report libsndfile's reason if ffprobe fails too.
-        if shutil.which("ffprobe") is None:
-            raise
+        # libsndfile refuses some files FFmpeg reads (an .ogg holding a codec
+        # libsndfile lacks, a .wav wrapping mp3 data). Ask PyAV before
+        # giving up, but report libsndfile's reason if PyAV fails too.
         try:
-            return _probe_ffprobe(path)
+            return _probe_pyav(path)
         except DecodeError:
             raise sf_error from None
     if info.format == "mp3":
@@ -192,70 +183,13 @@ def _sf_reason(error_string: str) -> str:
     return reason[0].lower() + reason[1:]
 
 
-# --- ffprobe ------------------------------------------------------------------------
+# --- PyAV ----------------------------------------------------------------------------
 
 
-def _probe_ffprobe(path: Path) -> AudioInfo:
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        raise MissingFFmpeg(path)
-    fmt = path.suffix[1:].lower()
-    cmd = [
-        exe, "-v", "error", "-select_streams", "a:0",
-        "-show_entries",
-        "stream=codec_name,sample_rate,channels,time_base,duration_ts,duration,nb_read_packets"
-        ":format=format_name,duration",
-        "-of", "json",
-    ]
-    # A raw ADTS .aac stream has no duration in any header; ffprobe's own
-    # figure is a bitrate guess. Counting packets (demux only, no decoding,
-    # 1024 samples each) is exact and still far cheaper than decoding.
-    if fmt == "aac":
-        cmd.append("-count_packets")
-    cmd.append(str(path))
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=FFPROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise DecodeError(path, f"ffprobe did not answer within {FFPROBE_TIMEOUT_S:g} s") from None
-    except OSError as e:
-        raise DecodeError(path, f"cannot run ffprobe: {e}") from None
-    if run.returncode != 0:
-        reason = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "ffprobe failed"
-        # ffprobe prefixes its message with the path; the caller names the file.
-        reason = reason.replace(f"{path}: ", "")
-        raise DecodeError(path, reason[0].lower() + reason[1:] if reason else "ffprobe failed")
-    try:
-        data = json.loads(run.stdout or "{}")
-    except json.JSONDecodeError:
-        raise DecodeError(path, "ffprobe gave unreadable output") from None
-    streams = data.get("streams") or []
-    if not streams:
-        raise DecodeError(path, "no audio stream")
-    s = streams[0]
-    sr = int(s.get("sample_rate") or 0)
-    channels = int(s.get("channels") or 0)
-    if sr <= 0 or channels <= 0:
-        raise DecodeError(path, "audio stream without sample rate or channels")
-    frames = _ffprobe_frames(path, s, data.get("format") or {}, sr, fmt)
-    return AudioInfo(
-        path=path, sr=sr, channels=channels, frames=frames,
-        format=fmt or str(s.get("codec_name", "unknown")),
-        subtype=s.get("codec_name"), backend="ffmpeg",
-    )
+def _probe_pyav(path: Path) -> AudioInfo:
+    from rave_data.pyav_reader import header
+
+    return header(path)
 
 
-def _ffprobe_frames(path: Path, stream: dict, fmt_info: dict, sr: int, fmt: str) -> int:
-    if fmt == "aac" and stream.get("nb_read_packets") not in (None, "N/A"):
-        return int(stream["nb_read_packets"]) * 1024
-    # duration_ts in the stream's time base is exact (m4a edit lists already
-    # applied); fall back to the seconds figures, stream then container.
-    ts, tb = stream.get("duration_ts"), stream.get("time_base")
-    if ts not in (None, "N/A") and tb not in (None, "N/A"):
-        return int(round(int(ts) * Fraction(tb) * sr))
-    for seconds in (stream.get("duration"), fmt_info.get("duration")):
-        if seconds not in (None, "N/A"):
-            return int(round(float(seconds) * sr))
-    raise DecodeError(path, "duration unknown (no duration in any header)")
-
-
-__all__ = ["probe", "FFMPEG_ONLY"]
+__all__ = ["probe", "AV_ONLY"]

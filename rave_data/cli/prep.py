@@ -38,7 +38,7 @@ def prep_command(
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
     jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = all cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the dataset in OUT and rebuild it from scratch."),
-    strict: bool = typer.Option(False, "--strict", help="Exit with status 1 when any file was skipped."),
+    strict: bool = typer.Option(False, "--strict", help="Skip files that decode short of their header (kept with a warning otherwise); exit with status 1 when any file was skipped or warned about."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     show_traceback: bool = typer.Option(False, "--traceback", "-v", help="For each variant an augmenter failed on: its sampled chain and full traceback (stderr)."),
@@ -81,7 +81,7 @@ def prep_command(
         progress = RichProgress()
     try:
         report = prep(in_dir, out_dir, settings, jobs=jobs or None, include=include or (),
-                      exclude=exclude or (), overwrite=overwrite, progress=progress)
+                      exclude=exclude or (), overwrite=overwrite, progress=progress, strict=strict)
     except PrepError as exc:
         fail(str(exc))
         return

@@ -15,6 +15,7 @@ import yaml
 from rave_data.audit import HISTOGRAM_EDGES, audit, format_duration
 from rave_data.dataset.codec import INT16, AudioBuffer, AudioExample, encode, encode_waveform
 from tests.audio import clicks, noise, silence, sine, write
+from tests.rave_data.media import encode as encode_audio
 
 
 def run(bin_dir: Path, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -105,13 +106,18 @@ def test_missing_path_is_a_one_line_error(bin_dir, tree):
     assert out.stderr.strip().splitlines() == [f"ravedata duration: error: {tree / 'nope'}: no such file or folder"]
 
 
-def test_m4a_without_ffmpeg_is_listed_not_fatal(bin_dir, tree):
-    (tree / "song.m4a").write_bytes(b"\0\0\0\x20ftypM4A " + b"\0" * 64)
-    env = {**os.environ, "PATH": str(tree)}  # neither ffmpeg nor ffprobe
+def test_m4a_wma_without_system_ffmpeg(bin_dir, tree):
+    encode_audio(tree / "song.m4a", sine(2.5, 44100, channels=2), 44100)
+    encode_audio(tree / "talk.wma", sine(1.5, 22050), 22050)
+    (tree / "bad.m4a").write_bytes(b"\0\0\0\x20ftypM4A " + b"\0" * 64)
+    env = {**os.environ, "PATH": str(tree)}  # neither ffmpeg nor ffprobe: PyAV reads the headers in-process
     data = json.loads(run(bin_dir, str(tree), "--json", env=env).stdout)
     reasons = {Path(u["path"]).name: u["reason"] for u in data["unreadable"]}
-    assert "needs ffmpeg" in reasons["song.m4a"]
-    assert data["readable"] == 4
+    assert sorted(reasons) == ["bad.m4a", "bad.wav"] and reasons["bad.m4a"]
+    assert data["readable"] == 6
+    seconds = {Path(f["path"]).name: f["seconds"] for f in data["shortest"] + data["longest"]}
+    assert seconds["song.m4a"] == 2.5  # the edit list's exact length
+    assert seconds["talk.wma"] == pytest.approx(1.5, abs=0.2)
 
 
 # --- prepared datasets -----------------------------------------------------------
@@ -236,15 +242,13 @@ def test_lazy_and_broken_datasets_are_reported(bin_dir, tmp_path):
 # --- the library --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-def test_ffprobe_pool_keeps_order_and_matches_serial(tmp_path):
+def test_pyav_pool_keeps_order_and_matches_serial(tmp_path):
     # m4a files go to the thread pool, the rest are read in order; the merged
     # result must be in discovery order whatever finishes first.
     for i in range(8):
         wav = write(tmp_path / f"d{i % 2}" / f"f{i}.wav", silence(0.5 * (i + 1), 8000), 8000)
         if i % 3 == 0:
-            subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "aac",
-                            str(wav.with_suffix(".m4a"))], check=True)
+            encode_audio(wav.with_suffix(".m4a"), silence(0.5 * (i + 1), 8000), 8000)
             wav.unlink()
     serial, pooled = audit([tmp_path], workers=1), audit([tmp_path], workers=4)
     assert [f.path for f in pooled.files] == [f.path for f in serial.files]

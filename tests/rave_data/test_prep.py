@@ -134,7 +134,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     write(src / "silent.wav", silence(1.0, SR), SR)
     full = write(tmp_path / "full.wav", noise(2.0, SR), SR)
     (src / "trunc.wav").write_bytes(full.read_bytes()[:30000])
-    r = prep(src, out, PrepSettings(**SMALL), jobs=1)
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1, strict=True)
     reasons = {s["source"]: s["reason"] for s in r["run"]["skipped"]}
     assert set(reasons) == {"empty.wav", "text.flac", "nan.wav", "silent.wav", "trunc.wav"}
     assert "NaN" in reasons["nan.wav"] and "silent" in reasons["silent.wav"]
@@ -143,6 +143,14 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     leftovers = [p.name for p in (out / "audio").rglob("*") if p.is_file()]
     assert leftovers == ["good.wav"]  # nothing partial for the bad ones
     assert json.loads((out / "report.json").read_text())["run"]["skipped"] == r["run"]["skipped"]
+
+    # Without --strict a truncated file is kept: what it holds, with a warning.
+    r = prep(src, out, PrepSettings(**SMALL), jobs=1, overwrite=True)
+    assert "trunc.wav" not in {s["source"] for s in r["run"]["skipped"]}
+    (warning,) = [w for w in r["run"]["warnings"] if w.startswith("trunc.wav: ")]
+    assert "truncated file: header declares" in warning and "kept the 0.94 s present" in warning
+    kept = {x["source"]: x for x in read_manifest(out / "manifest.jsonl")}["trunc.wav"]
+    assert kept["seconds_in"] == pytest.approx((30000 - 44) / 2 / SR, abs=1e-6)
 
 
 def test_short_files_reported_or_padded(tmp_path):

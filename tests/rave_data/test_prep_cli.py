@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -12,6 +11,7 @@ import pytest
 
 from rave_data.lock import FolderLock
 from tests.audio import concat, noise, silence, sine, write
+from tests.rave_data.media import encode
 from tests.rave_data.test_prep import _lmdb_items
 
 SMALL = ["--sr", "16000", "--num-signal", "2048"]
@@ -37,16 +37,14 @@ def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
     write(src / "album" / "track.flac", noise(3.0, 96000, channels=2), 96000, subtype="PCM_24")
     write(src / "album" / ".hidden.wav", sine(1.0, 16000), 16000)
     write(src / "FIELD.WAV", sine(2.0, 48000, 110), 48000)
-    if shutil.which("ffmpeg"):
-        tmp = write(tmp_path / "m.wav", sine(2.0, 44100, 330), 44100)
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(tmp), "-c:a", "aac", str(src / "voice.m4a")], check=True)
+    encode(src / "voice.m4a", sine(2.0, 44100, 330), 44100)  # PyAV in-process: no system ffmpeg
     (src / "broken.flac").write_text("just text")
 
     r = _run(bin_dir, str(src), str(out), *SMALL, "--json", "--jobs", "2")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report == json.loads((out / "report.json").read_text())
-    expected = {"talk.mp3", "album/track.flac", "FIELD.WAV"} | ({"voice.m4a"} if shutil.which("ffmpeg") else set())
+    expected = {"talk.mp3", "album/track.flac", "FIELD.WAV", "voice.m4a"}
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert {x["source"] for x in lines} == expected
     assert report["run"]["skipped"][0]["source"] == "broken.flac"
