@@ -3,7 +3,7 @@
     python examples/make_demo_audio.py DIR
 
 About three and a half minutes of synthetic audio in mixed formats (wav, flac,
-ogg, mp3, and m4a when ffmpeg is installed), rates (44.1, 48 and 96 kHz),
+ogg, mp3, m4a), rates (44.1, 48 and 96 kHz),
 mono and stereo, 16 and 24 bit, with long silences for ``prep`` to trim:
 a "reading" (voice-like vowel pulses in phrases), an "album" track (chords),
 a "field recording" (filtered noise with quiet gaps), an "interview" and a
@@ -11,8 +11,6 @@ synth loop. Deterministic (seeded). Needs numpy and soundfile only.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -121,16 +119,26 @@ def main(out: Path) -> None:
     write(out / "field" / "river.ogg", field(40, 48000), 48000)
     write(out / "loops" / "bass.wav", synth(20, 44100), 44100)
     interview = np.concatenate([voice(20, 48000, 110), silence(4, 48000), voice(15, 48000, 190)])
-    if shutil.which("ffmpeg"):
-        tmp = out / "interviews" / ".interview.tmp.wav"
-        write(tmp, interview, 48000, quiet=True)
-        subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(tmp), "-c:a", "aac", "-b:a", "128k",
-                        str(out / "interviews" / "interview.m4a")], check=True)
-        tmp.unlink()
-        print(f"  {out / 'interviews' / 'interview.m4a'}  ({len(interview) / 48000:.0f} s, 48000 Hz, 1 ch, aac via ffmpeg)")
-    else:
-        write(out / "interviews" / "interview.wav", interview, 48000)
-        print("  (ffmpeg not found: the interview is a wav instead of m4a)")
+    write_m4a(out / "interviews" / "interview.m4a", interview, 48000)
+
+
+def write_m4a(path: Path, audio: np.ndarray, sr: int) -> None:
+    """AAC in m4a through PyAV's encoder (its wheels bundle FFmpeg: no system ffmpeg)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="mp4") as f:
+        stream = f.add_stream("aac", rate=sr, layout="mono")
+        stream.bit_rate = 128_000
+        for start in range(0, len(audio), sr):
+            frame = av.AudioFrame.from_ndarray(audio[None, start : start + sr].astype(np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = sr, start
+            for packet in stream.encode(frame):
+                f.mux(packet)
+        for packet in stream.encode(None):
+            f.mux(packet)
+    print(f"  {path}  ({len(audio) / sr:.0f} s, {sr} Hz, 1 ch, aac)")
 
 
 if __name__ == "__main__":
