@@ -222,14 +222,15 @@ class MissingPath(FileNotFoundError):
 
 
 def _probe_one(path: Path) -> AudioInfo | Unreadable:
+    from rave_data.discover import broken_link
     from rave_data.probe import probe
 
     try:
         return probe(path)
     except DecodeError as e:
-        return Unreadable(path, e.reason)
+        return Unreadable(path, broken_link(path) or e.reason)
     except Exception as e:  # noqa: BLE001 - one odd file must never abort the count
-        return Unreadable(path, f"{type(e).__name__}: {e}")
+        return Unreadable(path, broken_link(path) or f"{type(e).__name__}: {e}")
 
 
 def audit(

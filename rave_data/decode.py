@@ -63,9 +63,9 @@ _SIZE_MISMATCH = re.compile(r"^\s*(data|SSND|RIFF|riff|FORM)\s*:\s*(\d+)\s*\(sho
 def _check_path(path: Path) -> None:
     """Refuse what is not a readable, non-empty regular file, with the reason."""
     if not os.path.exists(path):
-        if os.path.islink(path):
-            raise DecodeError(path, "broken symbolic link")
-        raise DecodeError(path, "no such file")
+        from rave_data.discover import broken_link
+
+        raise DecodeError(path, broken_link(path) or "no such file")
     try:
         st = os.stat(path)
     except OSError as e:

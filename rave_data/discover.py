@@ -46,6 +46,8 @@ def find_audio(
     - Hidden files and folders (name starting with ``.``) are skipped.
     - Folders in ``skip_dirs`` (e.g. the output folder when it lies inside the
       input) are never entered.
+    - A broken symbolic link with an audio name is listed (readers report
+      it with :func:`broken_link`'s reason); other non-files are not.
     - Symlinked folders are followed once: a folder already visited (by its
       real path) is not entered again, so symlink loops cannot hang the walk.
     - ``include`` / ``exclude`` are glob patterns on the path relative to its
@@ -69,9 +71,9 @@ def find_audio(
 
     for root in roots:
         root = Path(root)
-        if root.is_file():
+        if root.is_file() or (root.is_symlink() and not root.exists()):
             if is_audio(root):
-                keep(root, root.name)
+                keep(root, root.name, str(root))
             continue
         if not root.is_dir():
             continue
@@ -104,9 +106,26 @@ def find_audio(
                     real = os.path.join(real_dir, name)
                 elif stat.S_ISLNK(mode) and os.path.isfile(full):
                     real = os.path.realpath(full)
-                else:  # dangling symlink, socket, ...
+                elif stat.S_ISLNK(mode) and not os.path.exists(full):
+                    # A broken link named like audio is listed, so that prep
+                    # and duration report it (see broken_link) instead of
+                    # leaving it silently out of the count.
+                    real = full
+                else:  # socket, link to a folder, ...
                     continue
                 path = Path(full)
                 rel = path.relative_to(root).as_posix() if include or exclude else name
                 keep(path, rel, real)
     return sorted(found, key=lambda p: (str(p.parent), p.name))
+
+
+def broken_link(path: Path | str) -> str | None:
+    """The reason ``path`` cannot be read when it is a broken symbolic link
+    (naming where it points), else None."""
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"broken symbolic link (points to {target}, which does not exist)"
+    return None

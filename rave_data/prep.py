@@ -298,7 +298,9 @@ def _plan(
             # here delayed the first worker by ~3 ms a file).
             fp = fingerprint(path) if old is not None else None
         except OSError as exc:
-            stats.skipped.append({"source": rel, "reason": f"cannot read: {exc.strerror or exc}"})
+            from rave_data.discover import broken_link
+
+            stats.skipped.append({"source": rel, "reason": broken_link(path) or f"cannot read: {exc.strerror or exc}"})
             continue
         if old is not None and old["fingerprint"] == fp and _intact(old, out_dir, existing):
             redo = _stale_variants(old, identities, settings)

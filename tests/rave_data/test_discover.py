@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rave_data.discover import find_audio
+from rave_data.discover import broken_link, find_audio
 from tests.audio import sine, write
 
 
@@ -50,3 +50,13 @@ def test_output_inside_input_and_symlink_loop(tmp_path):
 def test_file_roots_and_missing(tmp_path):
     _tree(tmp_path)
     assert find_audio([tmp_path / "a.wav", tmp_path / "notes.txt", tmp_path / "missing"]) == [tmp_path / "a.wav"]
+
+
+def test_broken_link_named_like_audio_is_listed(tmp_path):
+    _tree(tmp_path)
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    found = find_audio([tmp_path])
+    assert tmp_path / "gone.wav" in found and tmp_path / "gone.txt" not in found
+    assert broken_link(tmp_path / "gone.wav") == f"broken symbolic link (points to {tmp_path / 'missing.wav'}, which does not exist)"
+    assert broken_link(tmp_path / "a.wav") is None

@@ -111,9 +111,11 @@ def test_m4a_wma_without_system_ffmpeg(bin_dir, tree):
     encode_audio(tree / "talk.wma", sine(1.5, 22050), 22050)
     (tree / "bad.m4a").write_bytes(b"\0\0\0\x20ftypM4A " + b"\0" * 64)
     env = {**os.environ, "PATH": str(tree)}  # neither ffmpeg nor ffprobe: PyAV reads the headers in-process
+    (tree / "gone.flac").symlink_to(tree / "nowhere.flac")
     data = json.loads(run(bin_dir, str(tree), "--json", env=env).stdout)
     reasons = {Path(u["path"]).name: u["reason"] for u in data["unreadable"]}
-    assert sorted(reasons) == ["bad.m4a", "bad.wav"] and reasons["bad.m4a"]
+    assert sorted(reasons) == ["bad.m4a", "bad.wav", "gone.flac"] and reasons["bad.m4a"]
+    assert reasons["gone.flac"].startswith("broken symbolic link (points to ")  # counted, not silently left out
     assert data["readable"] == 6
     seconds = {Path(f["path"]).name: f["seconds"] for f in data["shortest"] + data["longest"]}
     assert seconds["song.m4a"] == 2.5  # the edit list's exact length

@@ -39,6 +39,7 @@ def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
     write(src / "FIELD.WAV", sine(2.0, 48000, 110), 48000)
     encode(src / "voice.m4a", sine(2.0, 44100, 330), 44100)  # PyAV in-process: no system ffmpeg
     (src / "broken.flac").write_text("just text")
+    (src / "moved.wav").symlink_to(tmp_path / "elsewhere" / "moved.wav")  # a broken link
 
     r = _run(bin_dir, str(src), str(out), *SMALL, "--json", "--jobs", "2")
     assert r.returncode == 0, r.stderr
@@ -47,8 +48,10 @@ def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
     expected = {"talk.mp3", "album/track.flac", "FIELD.WAV", "voice.m4a"}
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert {x["source"] for x in lines} == expected
-    assert report["run"]["skipped"][0]["source"] == "broken.flac"
-    assert report["run"]["files_found"] == len(expected) + 1  # the hidden file is not found
+    skipped = {x["source"]: x["reason"] for x in report["run"]["skipped"]}
+    assert set(skipped) == {"broken.flac", "moved.wav"}
+    assert skipped["moved.wav"] == f"broken symbolic link (points to {tmp_path / 'elsewhere' / 'moved.wav'}, which does not exist)"
+    assert report["run"]["files_found"] == len(expected) + 2  # the hidden file is not found
     for x in lines:
         assert (out / x["output"]).is_file()
     # mp3 lengths are exact (no encoder padding): 6 s in, trimmed pause -> 5 s out.
