@@ -2,7 +2,8 @@
 same number of steps on the same data by both, compared on a held-out clip.
 
     .venv/bin/python bench/bench_parity_train.py [--steps 510] [--batch 4] [--n-signal 65536]
-        [--ref-venv /path/to/venv] [--work DIR] [--files 19] [--skip-ref] [--skip-ours]
+        [--ref-venv /path/to/venv] [--work DIR] [--files 19] [--device cpu|cuda] [--workers 1]
+        [--skip-ref] [--skip-ours]
 
 Opt-in (not a test, not in CI): it takes about 30 minutes on a 2-core CPU at the
 defaults, and it needs acids-rave. ``--ref-venv`` is a virtual environment with
@@ -13,7 +14,12 @@ acids-rave 2.3.1; when the folder does not exist it is created with
 
 (acids-rave imports ``pkg_resources``, gone from setuptools 81). acids-rave is
 only ever imported by that interpreter, in ``rave train`` and in
-bench_parity_train_ref.py.
+bench_parity_train_ref.py. On a machine without network access, where an
+interpreter already has torch (numpy 2, recent scipy), bench_parity_train_shim.py
+makes an equivalent folder from wheels carried there.
+
+``--device cuda`` trains both on the GPU (acids-rave picks it by itself; on the
+CPU it gets ``--gpu -1``); ``--workers`` sets both trainers' data loader processes.
 
 What runs, in order, under ``--work`` (default: ``rave-parity-train`` in the
 system temporary folder); each side runs alone, never both at once:
@@ -28,7 +34,7 @@ system temporary folder); each side runs alone, never both at once:
    examples of 2 x N-SIGNAL samples; acids-rave's 98/2 split leaves 204 for
    training, 51 batches of 4 per epoch).
 3. Reference: ``rave train --config v2_small --db_path db --max_steps STEPS
-   --batch BATCH --n_signal N-SIGNAL --workers 1 --channels 1 --val_every STEPS``.
+   --batch BATCH --n_signal N-SIGNAL --workers WORKERS --channels 1 --val_every STEPS``.
    acids-rave writes its checkpoint only after a validation pass, and with fewer
    training batches than ``--val_every`` it validates every ``val_every //
    batches`` epochs: so STEPS must be a multiple of the batches per epoch (or at
@@ -37,7 +43,7 @@ system temporary folder); each side runs alone, never both at once:
    Then bench_parity_train_ref.py (in the reference venv) reconstructs the clips.
 4. Ours: ``ravemodel fit db --preset v2_small --set data.sr=44100 --set
    data.n_signal=N-SIGNAL --set train.batch_size=BATCH --set train.vae_steps=STEPS
-   --set train.num_workers=1 --max-steps STEPS --device cpu`` (stage 1 only, as
+   --set train.num_workers=WORKERS --max-steps STEPS --device DEVICE`` (stage 1 only, as
    the reference's first STEPS steps are, its warm-up being 1M steps), then the
    clips are reconstructed through ``RAVE.forward`` (the latent mean) with the
    torch seed 0.
@@ -83,6 +89,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,8 +135,13 @@ def run_logged(cmd: list[str], log: Path, cwd: Path) -> tuple[float, float]:
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
+        # Its own process group: stopping the benchmark stops the trainer and its workers too.
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     if rc != 0:
@@ -170,9 +182,8 @@ def prepare(work: Path, files: int, n_signal: int) -> tuple[Path, list[Path], in
         np.save(npy, y)
         npys.append(npy)
     db = work / "db"
-    ravedata = Path(sys.executable).parent / "ravedata"
     if not (db / "metadata.yaml").exists():
-        run_logged([str(ravedata), "prep", str(corpus / "train"), str(db), "--sr", str(SR),
+        run_logged([sys.executable, "-m", "rave_data", "prep", str(corpus / "train"), str(db), "--sr", str(SR),
                     "--num-signal", str(n_signal), "-j", "1", "-q"], work / "prep.log", work)
     meta = yaml.safe_load((db / "metadata.yaml").read_text())
     if meta.get("num_signal") != n_signal or meta.get("sr") != SR:
@@ -193,7 +204,7 @@ def profiler_total(log: str, action: str) -> float:
     return float(m.group(1))
 
 
-def run_reference(py: Path, db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_signal: int) -> dict:
+def run_reference(py: Path, db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_signal: int, device: str, workers: int) -> dict:
     import numpy as np
 
     runs = work / "ref_runs"
@@ -203,8 +214,8 @@ def run_reference(py: Path, db: Path, work: Path, npys: list[Path], steps: int, 
     load0 = os.getloadavg()[0]
     wall, cpu = run_logged([str(rave), "train", "--config", "v2_small", "--db_path", str(db), "--name", "parity",
                        "--out_path", str(runs), "--max_steps", str(steps), "--batch", str(batch),
-                       "--n_signal", str(n_signal), "--workers", "1", "--val_every", str(steps),
-                       "--channels", "1", "--progress", "false"], log, work)
+                       "--n_signal", str(n_signal), "--workers", str(workers), "--val_every", str(steps),
+                       "--channels", "1", "--progress", "false", *(["--gpu", "-1"] if device == "cpu" else [])], log, work)
     text = log.read_text(errors="replace")
     train_s = profiler_total(text, "run_training_batch") + profiler_total(text, "[TrainingEpochLoop].train_dataloader_next")
     run_dirs = sorted(runs.glob("parity_*"))
@@ -225,7 +236,7 @@ def run_reference(py: Path, db: Path, work: Path, npys: list[Path], steps: int, 
             "cpu_s": cpu, "load_1min": [load0, os.getloadavg()[0]], "checkpoint": str(ckpts[-1])}
 
 
-def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_signal: int) -> dict:
+def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_signal: int, device: str, workers: int) -> dict:
     import numpy as np
     import torch
 
@@ -234,12 +245,11 @@ def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_s
     run = work / "ours_run"
     shutil.rmtree(run, ignore_errors=True)
     log = work / "ours_train.log"
-    ravemodel = Path(sys.executable).parent / "ravemodel"
     load0 = os.getloadavg()[0]
-    wall, cpu = run_logged([str(ravemodel), "fit", str(db), "--preset", "v2_small", "--run", str(run), "--device", "cpu",
-                       "--set", f"data.sr={SR}", "--set", f"data.n_signal={n_signal}",
-                       "--set", f"train.batch_size={batch}", "--set", f"train.vae_steps={steps}",
-                       "--set", "train.num_workers=1", "--max-steps", str(steps)], log, work)
+    wall, cpu = run_logged([sys.executable, "-m", "rave_model", "fit", str(db), "--preset", "v2_small", "--run", str(run),
+                            "--device", device, "--set", f"data.sr={SR}", "--set", f"data.n_signal={n_signal}",
+                            "--set", f"train.batch_size={batch}", "--set", f"train.vae_steps={steps}",
+                            "--set", f"train.num_workers={workers}", "--max-steps", str(steps)], log, work)
     text = log.read_text(errors="replace")
     m = re.findall(rf"vae step {steps}/{steps}\s+([\d.]+) steps/s", text)
     if not m:
@@ -292,6 +302,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--n-signal", type=int, default=65536, help="training crop length in samples")
     ap.add_argument("--files", type=int, default=19, help="training pieces in the corpus (19: 209 examples, 51 batches of 4 per epoch)")
+    ap.add_argument("--workers", type=int, default=1, help="data loader worker processes of each trainer (default 1)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where both train (reconstruction and distances always run on the CPU)")
     ap.add_argument("--ref-venv", type=Path, default=Path("/work/refvenv/rave"),
                     help="venv with acids-rave 2.3.1; created with pip when the folder is missing")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rave-parity-train")
@@ -305,7 +318,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    settings = {"steps": a.steps, "batch": a.batch, "n_signal": a.n_signal, "files": a.files}
+    settings = {"steps": a.steps, "batch": a.batch, "n_signal": a.n_signal, "files": a.files, "device": a.device, "workers": a.workers}
     if results.get("settings") != settings:
         results = {"settings": settings}  # results of other settings are not comparable
 
@@ -318,10 +331,10 @@ def main() -> None:
             fail(f"--steps {a.steps}: acids-rave saves checkpoints at epoch ends here ({per_epoch} batches per epoch); "
                  f"use a multiple of {per_epoch}, or change --files", 2)
         py = ensure_ref_venv(a.ref_venv)
-        results["reference"] = run_reference(py, db, work, npys, a.steps, a.batch, a.n_signal)
+        results["reference"] = run_reference(py, db, work, npys, a.steps, a.batch, a.n_signal, a.device, a.workers)
         results_path.write_text(json.dumps(results, indent=1))
     if not a.skip_ours:
-        results["ours"] = run_ours(db, work, npys, a.steps, a.batch, a.n_signal)
+        results["ours"] = run_ours(db, work, npys, a.steps, a.batch, a.n_signal, a.device, a.workers)
         results_path.write_text(json.dumps(results, indent=1))
     report(results)
 

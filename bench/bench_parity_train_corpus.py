@@ -23,6 +23,8 @@ generated and the number of examples is known in advance. Needs numpy, scipy and
 from __future__ import annotations
 
 import argparse
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -190,16 +192,20 @@ def write(path: Path, y: np.ndarray) -> None:
     sf.write(str(path), y, SR, subtype="PCM_16")
 
 
+def _write_piece(job: tuple[Path, int, int]) -> None:
+    path, seed, n = job
+    write(path, piece(seed, n))
+
+
 def make_corpus(out: Path, files: int, file_samples: int, holdout: int, holdout_samples: int) -> tuple[list[Path], list[Path]]:
     """Write the training pieces (seeds 1000+i) and the held-out clips (seeds 9000+i)."""
     train = [out / "train" / f"piece_{i:02d}.wav" for i in range(files)]
     clips = [out / "holdout" / f"clip_{i:02d}.wav" for i in range(holdout)]
-    for i, p in enumerate(train):
-        if not p.exists():
-            write(p, piece(1000 + i, file_samples))
-    for i, p in enumerate(clips):
-        if not p.exists():
-            write(p, piece(9000 + i, holdout_samples))
+    jobs = [(p, 1000 + i, file_samples) for i, p in enumerate(train)] + [(p, 9000 + i, holdout_samples) for i, p in enumerate(clips)]
+    jobs = [j for j in jobs if not j[0].exists()]
+    # One process per piece: each piece depends on its seed alone, so the files are the same in any order.
+    with ProcessPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1) or 1) as pool:
+        list(pool.map(_write_piece, jobs))
     return train, clips
 
 
