@@ -393,6 +393,8 @@ def manifest_seconds(path: Path | str) -> tuple[float, float]:
 
     original = augmented = 0.0
     for entry in read_manifest(path):
+        if entry.get("kind") == "packed":  # made of outputs already counted
+            continue
         seconds = float(entry.get("seconds_out") or 0.0)
         if entry.get("kind") == "augmented":
             augmented += seconds

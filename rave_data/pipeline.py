@@ -104,9 +104,13 @@ class _Examples:
                 self.count += 1
                 self._fill = 0
 
-    def finish(self, pad_short: bool) -> int:
-        """Close the file; returns the dropped tail in frames."""
+    def finish(self, pad_short: bool, tail_path: Path | None = None) -> int:
+        """Close the file; returns the tail (frames in no example of this
+        output). With ``tail_path`` (``--pack``) the tail is written there,
+        raw int16 [channels, frames], for :mod:`rave_data.pack`."""
         dropped = self._fill
+        if tail_path is not None and self._fill:
+            np.ascontiguousarray(self._buf[:, : self._fill]).tofile(tail_path)
         if pad_short and self.count == 0 and self._fill:
             # Zero-pad a file shorter than one example into one example.
             self._buf[:, self._fill :] = 0
@@ -135,6 +139,11 @@ def _unsynced_soundfile() -> type:
     return UnsyncedSoundFile
 
 
+def tail_path(examples_path: Path | str) -> Path:
+    """Where a worker leaves an output's tail for packing (next to its examples)."""
+    return Path(f"{examples_path}.tail")
+
+
 def _emit(
     stream: Iterable[np.ndarray], audio_path: Path, examples_path: Path, s: PrepSettings
 ) -> tuple[int, int, int]:
@@ -159,12 +168,13 @@ def _emit(
                 # 16-bit: the exact samples the LMDB holds; 24-bit: finer, from the float.
                 f.write(q.T if s.bits == 16 else np.clip(block, -1.0, 1.0).T)
                 frames += block.shape[1]
-        dropped = cutter.finish(s.pad_short)
+        dropped = cutter.finish(s.pad_short, tail_path(examples_path) if s.pack else None)
         os.replace(tmp, audio_path)
     except BaseException:
         cutter.finish(False)
         tmp.unlink(missing_ok=True)
         examples_path.unlink(missing_ok=True)
+        tail_path(examples_path).unlink(missing_ok=True)
         raise
     return frames, cutter.count, dropped
 
@@ -286,6 +296,7 @@ def _line(job: SourceJob, out_rel: str, seconds_in: float, frames: int, dropped:
         "keys": [],
         "examples": n_examples,
         "dropped_seconds": round(dropped / s.sr, 6),
+        **({"tail_frames": dropped} if s.pack else {}),  # handed to rave_data.pack
         "tool_version": __version__,
     }
 

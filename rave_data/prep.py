@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from rave_data.job import SourceJob, SourceResult
 
 STATE_DIR = ".ravedata"
+#: Under STATE_DIR: each output's frames left for packing (prep --pack).
+TAILS = "tails"
 #: Everything ``prep`` writes in out/ (and all that ``--overwrite`` deletes).
 OWN_FILES = ("data.mdb", "lock.mdb", "metadata.yaml", "manifest.jsonl", "report.json")
 
@@ -116,7 +118,8 @@ def prep(
             from rave_data.dataset.manifest import write_atomic
             from rave_data.report import build_report
 
-            report = build_report(in_dir, out_dir, settings, stats, _records(out_dir), time.monotonic() - t0)
+            records, packed = _records(out_dir)
+            report = build_report(in_dir, out_dir, settings, stats, records, time.monotonic() - t0, packed)
             import json
 
             write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
@@ -151,12 +154,13 @@ def _check_folders(in_dir: Path, out_dir: Path) -> None:
         raise PrepError(f"{out_dir}: output folder is not writable")
 
 
-def _records(out_dir: Path) -> dict[str, dict[str, Any]]:
+def _records(out_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """The committed sources and the packed record."""
     from rave_data.dataset.manifest import ManifestStore
 
     store = ManifestStore(out_dir / STATE_DIR / "state")
     try:
-        return store.records()
+        return store.records(), store.packed()
     finally:
         store.close()
 
@@ -165,7 +169,7 @@ def _wipe(out_dir: Path) -> None:
     """Delete what a previous prep wrote (only our own names, never the user's)."""
     for name in OWN_FILES:
         (out_dir / name).unlink(missing_ok=True)
-    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state"):
+    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state", out_dir / STATE_DIR / TAILS):
         shutil.rmtree(sub, ignore_errors=True)
     _remove_work_dirs(out_dir / STATE_DIR)
 
@@ -215,7 +219,9 @@ def _prep_locked(
 
         # Recover from a killed run: unreferenced keys, temp files.
         records = store.records()
-        stats.recovered_keys = len(writer.sweep(referenced_keys(records)))
+        packed = store.packed()
+        packed_keys = {k.encode() for line in (packed or {}).get("lines", []) for k in line["keys"]}
+        stats.recovered_keys = len(writer.sweep(referenced_keys(records) | packed_keys))
         # One work folder per run: a worker orphaned by a killed run (it
         # finishes its file before noticing) must not write into ours.
         _remove_work_dirs(state)
@@ -247,8 +253,9 @@ def _prep_locked(
             progress.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+        packed = _repack(packed, records, settings, out_dir, store, writer, stats)
         n_examples = len(writer.db)
-        write_manifest(out_dir / "manifest.jsonl", manifest_lines(records))
+        write_manifest(out_dir / "manifest.jsonl", manifest_lines(records) + (packed or {}).get("lines", []))
         write_metadata(out_dir, dataset_metadata(
             sr=settings.sr, channels=settings.channels, num_signal=settings.num_signal,
             n_examples=n_examples, tool_version=__version__))
@@ -386,8 +393,16 @@ def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: E
     for line in record["outputs"]:
         if line["output"] not in keep:
             (out_dir / line["output"]).unlink(missing_ok=True)
+            _drop_tail(line, out_dir)
     writer.delete(k.encode() for line in record["outputs"] for k in line["keys"])
     store.forget([record["source"]])
+
+
+def _drop_tail(line: dict[str, Any], out_dir: Path) -> None:
+    if line.get("tail_frames"):
+        from rave_data.pack import tail_name
+
+        (out_dir / STATE_DIR / TAILS / tail_name(line["output"])).unlink(missing_ok=True)
 
 
 def _drop_variants(record: dict[str, Any], variants: list[int], out_dir: Path, writer: ExampleWriter,
@@ -401,8 +416,53 @@ def _drop_variants(record: dict[str, Any], variants: list[int], out_dir: Path, w
     for line in gone:
         if line["output"] not in keep:
             (out_dir / line["output"]).unlink(missing_ok=True)
+            _drop_tail(line, out_dir)
     writer.delete(k.encode() for line in gone for k in line["keys"])
     return [line for line in record["outputs"] if line.get("variant") not in redo]
+
+
+def _keep_tail(examples_path: str, output: str, out_dir: Path) -> None:
+    """Move an output's tail from the worker's folder to where packing reads it."""
+    from rave_data.pack import tail_name
+    from rave_data.pipeline import tail_path
+
+    tails = out_dir / STATE_DIR / TAILS
+    tails.mkdir(parents=True, exist_ok=True)
+    os.replace(tail_path(examples_path), tails / tail_name(output))
+
+
+def _repack(packed: dict[str, Any] | None, records: dict[str, dict[str, Any]], settings: PrepSettings,
+            out_dir: Path, store: ManifestStore, writer: ExampleWriter, stats: RunStats) -> dict[str, Any] | None:
+    """Rebuild the packed examples (``--pack``) when this run changed the
+    dataset; returns the packed record (None without --pack). The old packed
+    keys go first; the new ones are recorded once written, so a kill in
+    between leaves only unreferenced keys, swept at the next start."""
+    if not settings.pack:
+        if packed is not None:
+            writer.delete(k.encode() for line in packed["lines"] for k in line["keys"])
+            store.set_packed(None)
+        return None
+    if packed is not None and not stats.processed and not stats.removed and writer.consistent:
+        return packed
+    from rave_data.pack import Packer, pieces
+
+    if packed is not None:
+        writer.delete(k.encode() for line in packed["lines"] for k in line["keys"])
+    items = pieces(records, out_dir / STATE_DIR / TAILS)
+    packer = Packer(settings.channels, settings.example_frames, settings.sr)
+    provenance: list[list[dict[str, Any]]] = []
+
+    def examples() -> Iterator[Any]:
+        for example, prov in packer.examples(items):
+            provenance.append(prov)
+            yield example
+
+    keys = writer.append(examples())
+    lines = [{"kind": "packed", "keys": [key], "pieces": prov, "sr": settings.sr, "channels": settings.channels,
+              "tool_version": __version__} for key, prov in zip(keys, provenance)]
+    packed = {"lines": lines, "left_frames": packer.left}
+    store.set_packed(packed)
+    return packed
 
 
 def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dict[str, Any]], out_dir: Path,
@@ -437,6 +497,8 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
             return
         if out.examples_path:
             os.unlink(out.examples_path)
+            if line.get("tail_frames"):
+                _keep_tail(out.examples_path, line["output"], out_dir)
         lines.append(line)
     lines.sort(key=lambda line: line.get("variant") or 0)  # the original first, then variants in order
     if old is not None and result.variants is not None:  # the original was not redone

@@ -18,16 +18,17 @@ if TYPE_CHECKING:
 
 def build_report(
     in_dir: Path, out_dir: Path, settings: PrepSettings, stats: RunStats,
-    records: dict[str, dict[str, Any]], wall_seconds: float,
+    records: dict[str, dict[str, Any]], wall_seconds: float, packed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     example_seconds = settings.example_frames / settings.sr
+    n_packed = len((packed or {}).get("lines", []))
     lines = [line for rec in records.values() for line in rec["outputs"]]
     originals = [line for line in lines if line["kind"] == "original"]
     augmented = [line for line in lines if line["kind"] != "original"]
     short = [
         {"source": rec["source"], "seconds": rec["outputs"][0]["seconds_out"]}
         for _, rec in sorted(records.items())
-        if rec.get("short")
+        if rec.get("short") and not settings.pack  # packed, not lost
     ]
 
     def hours(xs: list[dict[str, Any]], key: str) -> float:
@@ -36,6 +37,10 @@ def build_report(
     def lmdb_hours(xs: list[dict[str, Any]]) -> float:
         return round(sum(len(x["keys"]) for x in xs) * example_seconds / 3600, 6)
 
+    examples = sum(len(x["keys"]) for x in lines) + n_packed
+    warnings = list(stats.warnings)
+    if not examples and stats.found:
+        warnings.append(_empty_warning(settings, records, stats))
     return {
         "tool_version": __version__,
         "input": str(in_dir),
@@ -47,7 +52,7 @@ def build_report(
             "unchanged": stats.unchanged,
             "removed": stats.removed,
             "skipped": stats.skipped,
-            "warnings": stats.warnings,
+            "warnings": warnings,
             "recovered_keys": stats.recovered_keys,
             "rerun": stats.rerun,
             "failed_variants": stats.failed_variants,
@@ -56,19 +61,35 @@ def build_report(
         "dataset": {
             "sources": len(records),
             "outputs": len(lines),
-            "examples": sum(len(x["keys"]) for x in lines),
+            "examples": examples,
+            "examples_packed": n_packed,
             "examples_augmented": sum(len(x["keys"]) for x in augmented),
             "hours_in": hours(originals, "seconds_in"),
             "hours_out": hours(originals, "seconds_out"),
             "hours_out_augmented": hours(augmented, "seconds_out"),
-            "hours_lmdb": lmdb_hours(lines),
+            "hours_lmdb": round(lmdb_hours(lines) + n_packed * example_seconds / 3600, 6),
             "hours_lmdb_original": lmdb_hours(originals),
             "hours_lmdb_augmented": lmdb_hours(augmented),
             "seconds_trimmed": round(sum(rec.get("trimmed_seconds", 0.0) for rec in records.values()), 3),
-            "seconds_dropped": round(sum(x["dropped_seconds"] for x in lines), 3),
+            # With --pack the tails are packed: only what fills no packed example is dropped.
+            "seconds_dropped": round((packed or {}).get("left_frames", 0) / settings.sr if settings.pack
+                                     else sum(x["dropped_seconds"] for x in lines), 3),
             "short_files": short,
         },
     }
+
+
+def _empty_warning(settings: PrepSettings, records: dict[str, dict[str, Any]], stats: RunStats) -> str:
+    """What to do about a dataset without a single example."""
+    seconds = settings.example_frames / settings.sr
+    short = sum(1 for rec in records.values() if rec.get("short"))
+    why = (f"{short} of {len(records)} prepared files are shorter than one example "
+           f"({seconds:.2f} s = 2 x --num-signal {settings.num_signal} at {settings.sr} Hz)" if records
+           else f"none of the {stats.found} files found could be used (see skipped)")
+    todo = ("--pack to pack short files and tails into whole examples, --pad-short to zero-pad each short "
+            "file into one, or a smaller --num-signal" if not settings.pack
+            else "more audio, or a smaller --num-signal")
+    return f"NO EXAMPLE in the dataset: {why}; a model cannot train on it. Use {todo}"
 
 
 def _hms(hours: float) -> str:
@@ -83,7 +104,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"files found {run['files_found']}: processed {run['processed']}, unchanged {run['unchanged']}, "
         f"skipped {len(run['skipped'])}, removed {len(run['removed'])}",
         f"dataset: {ds['sources']} sources, {ds['examples']} examples "
-        f"({ds['examples_augmented']} augmented), {_hms(ds['hours_lmdb'])} in LMDB",
+        f"({ds['examples_augmented']} augmented, {ds['examples_packed']} packed), {_hms(ds['hours_lmdb'])} in LMDB",
         f"audio in {_hms(ds['hours_in'])} -> out {_hms(ds['hours_out'])} "
         f"(+{_hms(ds['hours_out_augmented'])} augmented); silence trimmed {ds['seconds_trimmed']:.1f} s; "
         f"tails not filling an example {ds['seconds_dropped']:.1f} s",

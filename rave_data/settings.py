@@ -41,6 +41,8 @@ class PrepSettings:
     bits: int = 16
     num_signal: int = 131072
     pad_short: bool = False
+    #: Pack short files and the tails of longer ones into whole examples (rave_data.pack).
+    pack: bool = False
     augment: bool = False
     variants: int = 0
     seed: int = 0
@@ -67,6 +69,8 @@ class PrepSettings:
             raise SettingsError(f"--silence-db {self.silence_db}: expected a level below 0 dBFS")
         if self.variants < 0:
             raise SettingsError(f"--variants {self.variants}: expected 0 or more")
+        if self.pack and self.pad_short:
+            raise SettingsError("--pack and --pad-short exclude each other (--pack keeps short files without padding)")
         if self.augment and self.variants == 0:
             raise SettingsError("--augment needs --variants N with N >= 1")
 
@@ -84,6 +88,8 @@ class PrepSettings:
     def to_record(self) -> dict[str, Any]:
         """JSON-able form; the plan text is replaced by its hash to stay short."""
         rec = asdict(self)
+        if not rec["pack"]:
+            del rec["pack"]  # absent unless set: datasets made before the option match
         plan = rec.pop("augment_plan")
         rec["augment_plan_sha1"] = hashlib.sha1(plan.encode()).hexdigest() if plan is not None else None
         return rec

@@ -30,6 +30,7 @@ def prep_command(
     bits: int = typer.Option(16, "--bits", help="Bit depth of the processed audio files: 16 | 24."),
     num_signal: int = typer.Option(131072, "--num-signal", help="Training crop length; each LMDB example holds 2x this per channel."),
     pad_short: bool = typer.Option(False, "--pad-short", help="Zero-pad files shorter than one example into one example."),
+    pack: bool = typer.Option(False, "--pack", help="Pack files shorter than one example and the tails of longer ones into whole examples (5 ms crossfades; provenance in the manifest)."),
     augment: bool = typer.Option(False, "--augment", help="Also write augmented variants of every source."),
     variants: Optional[int] = typer.Option(None, "--variants", help="Augmented variants per source (default 4 with --augment)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
@@ -67,7 +68,7 @@ def prep_command(
         settings = PrepSettings(
             sr=sr, channels=channels, normalize=normalize, target_lufs=target_lufs, peak_db=peak_db,
             trim=not no_trim, max_silence=max_silence, silence_db=silence_db, format=fmt, bits=bits,
-            num_signal=num_signal, pad_short=pad_short, augment=augment, variants=n_variants or 0,
+            num_signal=num_signal, pad_short=pad_short, pack=pack, augment=augment, variants=n_variants or 0,
             seed=seed, augment_plan=plan_text,
         )
     except (SettingsError, ValueError) as exc:
@@ -102,6 +103,10 @@ def prep_command(
         from rave_data.report import format_summary
 
         typer.echo(format_summary(report))
+    if not report["dataset"]["examples"] and report["run"]["files_found"]:
+        # Loud whatever --quiet/--json: an empty dataset is never what was wanted.
+        typer.echo(f"ravedata prep: {report['run']['warnings'][-1]}", err=True)
+        raise typer.Exit(1)
     if strict and (report["run"]["skipped"] or report["run"]["warnings"]):
         raise typer.Exit(1)
 

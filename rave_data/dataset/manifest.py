@@ -30,6 +30,9 @@ from rave_data.dataset.writer import GrowingEnv
 
 SETTINGS_KEY = b"settings"
 SOURCE_PREFIX = b"src/"
+#: The packed examples (``prep --pack``, rave_data.pack): their manifest lines
+#: and the frames left over, one record for the whole dataset.
+PACKED_KEY = b"packed"
 
 
 class ManifestStore:
@@ -57,6 +60,17 @@ class ManifestStore:
     def commit(self, record: dict[str, Any]) -> None:
         """Record one source as done (atomic: one LMDB transaction)."""
         self.db.write(puts=[(_source_key(record["source"]), json.dumps(record, sort_keys=True).encode())])
+
+    def packed(self) -> dict[str, Any] | None:
+        """``{"lines": [manifest lines of packed examples], "left_frames": n}``, or None."""
+        raw = self.db.get(PACKED_KEY)
+        return json.loads(raw) if raw is not None else None
+
+    def set_packed(self, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self.db.write(deletes=[PACKED_KEY])
+        else:
+            self.db.write(puts=[(PACKED_KEY, json.dumps(record, sort_keys=True).encode())])
 
     def forget(self, sources: Iterable[str]) -> None:
         keys = [_source_key(s) for s in sources]
