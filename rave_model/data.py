@@ -116,16 +116,18 @@ def phase_mangle(x: np.ndarray, sr: int, rng: np.random.Generator, min_f: float 
     """All-pass biquad with a random pole frequency (log-uniform in
     [min_f, max_f]), as the reference applies to 80% of crops: it changes the
     phase but not the magnitude spectrum, so the model cannot rely on phase.
-    [C, n] float32 -> [C, n] float32."""
-    import torch
-    import torchaudio.functional as AF
+    [C, n] float32 -> [C, n] float32.
+
+    Filtered in float64 by scipy's C loop: about 5x faster per crop than
+    torchaudio's lfilter, with the same output to 1e-14 (the loader's budget
+    per example is a few milliseconds on a fast GPU)."""
+    from scipy.signal import lfilter
 
     omega = 2 * math.pi * math.exp(rng.uniform(math.log(min_f), math.log(max_f))) / sr
     z0 = amp * complex(math.cos(omega), math.sin(omega))
     a = [1.0, -2 * z0.real, abs(z0) ** 2]
     b = [abs(z0) ** 2, -2 * z0.real, 1.0]
-    y = AF.lfilter(torch.from_numpy(x.astype(np.float64)), torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), clamp=False)
-    return y.numpy().astype(np.float32)
+    return lfilter(b, a, x.astype(np.float64), axis=-1).astype(np.float32)
 
 
 class CropDataset:
@@ -213,12 +215,56 @@ class ResumableBatchSampler:
                 offset += self.batch_size
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: workers ignore it so the main
-    # process can finish its step, save and stop them cleanly.
-    import signal
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, else the machine's count)."""
+    import os
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers(device: Any, processes: int = 1, cores: int | None = None) -> int:
+    """The loader's worker count for ``train.num_workers = -1``.
+
+    On an accelerator the GPU step is fast and the loader must keep up (a v2 step
+    at batch 8 needs 8 crops every 50 ms at 20 steps/s, and online augmentation
+    costs tens of milliseconds per crop): every core but two (the training
+    process and its pin-memory thread) is shared among this machine's training
+    processes, at most 16 each. On a CPU the training itself uses the cores and a
+    step takes a second or more: 2 workers (1 on a machine of 2-3 cores).
+    """
+    cores = usable_cores() if cores is None else cores
+    kind = getattr(device, "type", str(device))
+    if kind == "cpu":
+        return max(0, min(2, cores // 2))
+    return max(1, min(16, (cores - 2) // max(1, processes)))
+
+
+class _WorkerInit:
+    """A DataLoader worker's start: ignore Ctrl-C, and open its own LMDB handle.
+
+    Ctrl-C reaches the whole process group: workers ignore it so the main
+    process can finish its step, save and stop them cleanly. A forked worker
+    inherits the parent's open LMDB environment when the parent read the dataset
+    before the loader started (validation, the PCA, a previous stage's loader);
+    LMDB forbids using an environment across fork(), and workers reading through
+    the inherited one died of segmentation faults on a GPU machine (py-lmdb 1.7,
+    Python 3.12). The worker closes its inherited copy (its own mapping and file
+    descriptor; the parent's stay open) and the next read opens a fresh one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, worker_id: int) -> None:
+        import signal
+
+        from rave_data.dataset.reader import release
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        release(self.path)
 
 
 def _collate(items: list[tuple[np.ndarray, int, int]]) -> tuple[Any, int, int]:
@@ -257,6 +303,17 @@ class TrainData:
     @property
     def batch_size(self) -> int:
         return int(self.cfg.train.batch_size)
+
+    def workers(self, device: Any) -> int:
+        """Loader worker processes: ``train.num_workers``, or :func:`auto_workers` for -1."""
+        n = int(self.cfg.train.num_workers)
+        if n >= 0:
+            return n
+        from rave_model.train.distributed import ranks_from_env
+
+        # The processes of this machine share its cores (several GPUs, one host).
+        local = ranks_from_env()[3] if self.world_size > 1 else 1
+        return auto_workers(device, min(local, self.world_size))
 
     def check(self, pca_frames_needed: int = 0, hop: int = 1) -> None:
         """Refuse a dataset that cannot train this config, before any work."""
@@ -298,7 +355,7 @@ class TrainData:
         sampler = ResumableBatchSampler(self.train_idx, self.batch_size, int(self.cfg.train.seed), position, self.rank, self.world_size)
         import torch
 
-        workers = int(self.cfg.train.num_workers)
+        workers = self.workers(device)
         # A private generator: the loader draws its workers' base seed from it
         # instead of the global RNG, whose state the checkpoint restores (the
         # model's sampling noise must not depend on when a loader was created).
@@ -311,7 +368,7 @@ class TrainData:
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
             generator=torch.Generator().manual_seed(int(self.cfg.train.seed)),
-            worker_init_fn=_ignore_sigint,
+            worker_init_fn=_WorkerInit(self.source.path),
         )
         per_epoch = sampler.batches_per_epoch * self.batch_size
         for x, epoch, last in loader:

@@ -22,6 +22,8 @@ def fit_command(
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: --set train.batch_size=4 (repeatable)."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop (with a checkpoint) after this many steps of this call; run again to continue."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Train with N processes on this machine (DDP: one GPU each with NCCL, or gloo on CPUs); --set train.batch_size is per process. Under torchrun leave it out."),
+    precision: str = typer.Option(None, "--precision", help="32, bf16 or 16-mixed (float16 with gradient scaling). Default: the config's train.precision, auto (bf16 on a CUDA GPU that has it, else 32)."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoder, decoder and discriminator (train.compile; pays on a GPU after a minute or two of compilation)."),
 ) -> None:
     """Train all stages (VAE, adversarial, then any registered later stage) in
     order; running the same command again resumes where it stopped."""
@@ -32,6 +34,13 @@ def fit_command(
         run = Path("runs") / f"{dataset.resolve().name}-{Path(preset).stem}"
     if augment_config is not None and not augment_config.is_file():
         _fail(f"{augment_config}: no such augmentation plan")
+    if precision is not None:
+        if precision not in ("auto", "32", "bf16", "16-mixed"):
+            typer.echo(f"error: --precision {precision}: choose auto, 32, bf16 or 16-mixed", err=True)
+            raise typer.Exit(2)
+        overrides = [*overrides, f'train.precision="{precision}"']
+    if compile is not None:
+        overrides = [*overrides, f"train.compile={'true' if compile else 'false'}"]
     if nproc > 1:
         import sys
 

@@ -12,7 +12,9 @@ on the others the decoder is updated on
 
 as the reference alternates them. Adam with ``train.betas`` for both; the
 decoder continues at the rate stage 1 ended with (``lr * lr_end_factor``),
-the discriminator uses ``train.disc_lr``.
+the discriminator uses ``train.disc_lr``. The discriminator runs under the
+run's autocast and its features go to the losses in float32; precision,
+Adam's kernel and compilation: :mod:`rave_model.train.precision`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 from rave_model.discriminator import Discriminator
 from rave_model.losses import adversarial_losses
+from rave_model.train import precision as prec
 from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
 from rave_model.train.stage import Stage, TrainContext
 
@@ -45,10 +48,17 @@ class AdversarialStage(Stage):
         # The v1 decoder adds its noise branch from stage 2 on (as acids-rave).
         ctx.model.set_warmed_up(True)
         self.discriminator = Discriminator.from_config(ctx.cfg).to(ctx.device)
-        self.disc = ctx.wrap(self.discriminator)
-        self.gen_opt = torch.optim.Adam(ctx.model.decoder.parameters(), lr=float(tc.lr) * float(tc.lr_end_factor), betas=betas)
-        self.dis_opt = torch.optim.Adam(self.discriminator.parameters(), lr=float(tc.disc_lr), betas=betas)
-        self.recon = Reconstruction(ctx)
+        self.precision = prec.for_run(ctx.cfg, ctx.device)
+        compile = bool(tc.compile)
+        wrapped = ctx.wrap(self.discriminator)
+        # Compiled views for the training steps (the wrapper for the discriminator's
+        # own update, the plain module for scoring the decoder's output).
+        self.disc = prec.compiled(wrapped, compile)
+        self.disc_score = self.disc if wrapped is self.discriminator else prec.compiled(self.discriminator, compile)
+        self.gen_opt = prec.adam(ctx.model.decoder.parameters(), float(tc.lr) * float(tc.lr_end_factor), betas, ctx.device)
+        self.dis_opt = prec.adam(self.discriminator.parameters(), float(tc.disc_lr), betas, ctx.device)
+        self.gen_scaler, self.dis_scaler = self.precision.scaler(), self.precision.scaler()
+        self.recon = Reconstruction(ctx, self.precision)
 
     def total_steps(self) -> int:
         return int(self.ctx.cfg.train.adversarial_steps)
@@ -66,37 +76,38 @@ class AdversarialStage(Stage):
         model.encoder.eval()
         self.discriminator.train()
 
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+    def _features(self, disc: Any, x: torch.Tensor, n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+        with self.precision.autocast():
+            features = disc(x)
+        return _split(prec.float32_features(features), n)
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         tc = self.ctx.cfg.train
         n = batch.shape[0]
         if step % int(tc.disc_every) == 0:
             with torch.no_grad():  # only the decoded audio: no loss needed here
                 y = self.recon.net(batch, True)[0]
-            real, fake = _split(self.disc(torch.cat([batch, y], 0)), n)
+            real, fake = self._features(self.disc, torch.cat([batch, y], 0), n)
             adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
-            self.dis_opt.zero_grad(set_to_none=True)
-            adv["dis"].backward()
-            self.dis_opt.step()
-            return {"dis": float(adv["dis"].detach()), "pred_real": float(adv["pred_real"].detach()), "pred_fake": float(adv["pred_fake"].detach())}
+            self.precision.step(adv["dis"], self.dis_opt, self.dis_scaler)
+            return {k: adv[k].detach() for k in ("dis", "pred_real", "pred_fake")}
 
         y, losses = self.recon(batch, frozen_encoder=True)
         # The discriminator only scores here; its parameters get no update.
         self.discriminator.requires_grad_(False)
         # The plain module, not the DDP wrapper: no gradient of it is wanted here,
         # and a DDP forward would wait for gradients that never come.
-        real, fake = _split(self.discriminator(torch.cat([batch, y], 0)), n)
+        real, fake = self._features(self.disc_score, torch.cat([batch, y], 0), n)
         self.discriminator.requires_grad_(True)
         adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
         loss = losses["multiband"] + losses["fullband"] + adv["adv"] + float(tc.feature_matching) * adv["feature_matching"]
-        self.gen_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.gen_opt.step()
+        self.precision.step(loss, self.gen_opt, self.gen_scaler)
         return {
-            "multiband": float(losses["multiband"].detach()),
-            "fullband": float(losses["fullband"].detach()),
-            "adv": float(adv["adv"].detach()),
-            "feature_matching": float(adv["feature_matching"].detach()),
-            "loss": float(loss.detach()),
+            "multiband": losses["multiband"].detach(),
+            "fullband": losses["fullband"].detach(),
+            "adv": adv["adv"].detach(),
+            "feature_matching": adv["feature_matching"].detach(),
+            "loss": loss.detach(),
         }
 
     def validate(self) -> dict[str, float]:
@@ -109,13 +120,19 @@ class AdversarialStage(Stage):
         self._modes()
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "discriminator": self.discriminator.state_dict(),
             "gen_opt": self.gen_opt.state_dict(),
             "dis_opt": self.dis_opt.state_dict(),
         }
+        if self.gen_scaler is not None:
+            state["gen_scaler"], state["dis_scaler"] = self.gen_scaler.state_dict(), self.dis_scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.discriminator.load_state_dict(state["discriminator"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
-        self.dis_opt.load_state_dict(state["dis_opt"])
+        prec.load_optimizer_state(self.gen_opt, state["gen_opt"])
+        prec.load_optimizer_state(self.dis_opt, state["dis_opt"])
+        if self.gen_scaler is not None and "gen_scaler" in state:
+            self.gen_scaler.load_state_dict(state["gen_scaler"])
+            self.dis_scaler.load_state_dict(state["dis_scaler"])

@@ -11,7 +11,9 @@ TensorBoard event files go to ``RUN/tensorboard`` (``tensorboard --logdir RUN``)
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,64 @@ def duration(seconds: float) -> str:
     h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
     return (f"{days}d " if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+#: Share of a log window spent waiting for the next batch above which the run log
+#: says the loader is the bottleneck.
+DATA_WAIT_WARNING = 0.2
+
+
+class DataWait:
+    """How long the training loop waits for its next batch, per log window.
+
+    The host launches a step's GPU work and moves on, so on an accelerator the
+    time spent in ``next(batches)`` is time the loader had no batch ready. The
+    first window after a stream starts is ignored (the workers are starting);
+    after that, a window waiting :data:`DATA_WAIT_WARNING` or more of its wall
+    time produces one warning per stage, saying what to change.
+    """
+
+    def __init__(self, threshold: float | None = None) -> None:
+        self.threshold = DATA_WAIT_WARNING if threshold is None else threshold
+        self.waited = 0.0
+        self.windows = 0
+        self.warned = False
+        self._t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def timing(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - t
+
+    def window_warning(self, workers: int, cores: int) -> str | None:
+        """Close the current window; the warning text, or None."""
+        now = time.perf_counter()
+        wall, waited = now - self._t0, self.waited
+        self._t0, self.waited = now, 0.0
+        self.windows += 1
+        if self.windows == 1 or self.warned or wall <= 0 or waited / wall < self.threshold:
+            return None
+        self.warned = True
+        return data_wait_advice(waited / wall, workers, cores)
+
+
+def data_wait_advice(share: float, workers: int, cores: int) -> str:
+    """The run-log warning for a step that waited ``share`` of its time on data."""
+    head = f"warning: the training step waited for data {share:.0%} of the time (the loader is the bottleneck); "
+    if workers == 0:
+        return head + f"load in worker processes: --set train.num_workers=N (this machine has {cores} usable cores)"
+    if workers < cores - 1:
+        return head + (
+            f"raise --set train.num_workers (now {workers}; this machine has {cores} usable cores), "
+            "or lighten the online augmentation plan (--augment-config)"
+        )
+    return head + (
+        f"the {workers} workers already use the machine's {cores} cores: lighten the online augmentation plan "
+        "(--augment-config; pitch_shift and time_stretch cost the most) or augment offline with `ravedata prep --augment`"
+    )
 
 
 class TrainLogger:
@@ -103,7 +163,9 @@ class TrainLogger:
         self._progress.start()
 
     def step(self, step: int, losses: dict[str, float]) -> None:
-        """Advance the display to ``step`` (steps done) with the latest losses."""
+        """Advance the display to ``step`` (steps done) with the latest losses
+        (the runner brings them to the host at log steps only, so between log
+        steps the display shows the last logged values)."""
         if not self.enabled:
             return
         rate = self.steps_per_second(step)

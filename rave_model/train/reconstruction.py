@@ -2,12 +2,14 @@
 validation on held-out audio, and reconstruction audio for TensorBoard."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from rave_model.losses import SpectralDistance
+from rave_model.train.precision import Precision, compiled
 
 if TYPE_CHECKING:
     from rave_model.train.stage import TrainContext
@@ -16,21 +18,33 @@ if TYPE_CHECKING:
 class AutoencoderPass(nn.Module):
     """encode -> sample -> decode as one module, so a distributed wrapper
     (``ctx.wrap``: DDP) sees the whole pass in one ``forward`` call.
-    ``forward(x [B, C, T])`` -> (y [B, C, T], y_bands [B, C*n_bands, T/n_bands], kl scalar).
+    ``forward(x [B, C, T])`` -> (y [B, C, T], y_bands [B, C*n_bands, T/n_bands], kl scalar),
+    all float32.
+
+    The encoder and decoder run under ``precision``'s autocast (and compiled when
+    ``compile``); the PQMF analysis and synthesis, the posterior sampling and its
+    KL (softplus, log) run in float32 on float32 inputs, as the losses that use them.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, precision: Precision | None = None, compile: bool = False) -> None:
         super().__init__()
         self.model = model
+        self._autocast = precision.autocast if precision is not None else contextlib.nullcontext
+        # A plain tuple, not submodules: the compiled wrappers share the model's
+        # parameters, which must appear once (state_dict, DDP) under their own names.
+        self._nets = (compiled(model.encoder, compile), compiled(model.decoder, compile))
 
     def forward(self, x: torch.Tensor, frozen_encoder: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
-        if frozen_encoder:
-            with torch.no_grad():
-                z, kl = model.reparametrize(model.encode(x))
-        else:
-            z, kl = model.reparametrize(model.encode(x))
-        y_bands = model.decode_multiband(z)
+        encoder, decoder = self._nets
+        with torch.no_grad() if frozen_encoder else contextlib.nullcontext():
+            bands = model.pqmf(model.pad_to_hop(x))
+            with self._autocast():
+                params = encoder(bands)
+            z, kl = model.reparametrize(params.float())
+        with self._autocast():
+            y_bands = decoder(z)
+        y_bands = y_bands.float()
         y = model.multiband_inverse(y_bands)
         return y[..., : x.shape[-1]], y_bands[..., : x.shape[-1] // model.n_bands], kl
 
@@ -40,15 +54,16 @@ class Reconstruction:
     on the PQMF sub-bands, one on the full-band signal.
 
     ``__call__(x [B, C, T], frozen_encoder)`` returns (y [B, C, T], losses) with
-    losses {"multiband", "fullband", "kl"} (tensors).
+    losses {"multiband", "fullband", "kl"} (float32 tensors: the spectral distances
+    are computed outside autocast, on float32 signals).
     """
 
-    def __init__(self, ctx: TrainContext) -> None:
+    def __init__(self, ctx: TrainContext, precision: Precision | None = None) -> None:
         self.ctx = ctx
         scales = [int(s) for s in ctx.cfg.train.stft_scales]
         self.fullband = SpectralDistance(scales).to(ctx.device)
         self.multiband = SpectralDistance(scales).to(ctx.device)
-        self.net = ctx.wrap(AutoencoderPass(ctx.model))
+        self.net = ctx.wrap(AutoencoderPass(ctx.model, precision, bool(ctx.cfg.train.compile)))
 
         self.field: tuple[int, int] | None = None
         if ctx.cfg.train.valid_signal_crop:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rave_model.train import checkpoint as ckpt_io
-from rave_model.train.logging import human_count
+from rave_model.train.logging import DataWait, human_count
+from rave_model.train.pending import PendingLosses
 from rave_model.train.run_config import ConfigMismatch, follow_dataset, resolve_config, to_toml
 from rave_model.train.stage import DataPosition, Stage, TrainContext
 from rave_model.train.stages import STAGES, stage_class
@@ -109,7 +110,7 @@ def fit(
     ConfigMismatch, ValueError (bad config) or TrainingDiverged with a message
     meant for the user.
     """
-    from rave_model.data import TrainData, load_augment_plan
+    from rave_model.data import TrainData, load_augment_plan, usable_cores
     from rave_model.train import distributed
 
     run_dir = Path(run_dir)
@@ -134,6 +135,9 @@ def fit(
 
     dev = torch.device(group.device) if group is not None else pick_device(device)
     is_main = rank == 0
+    from rave_model.train.precision import resolve_precision
+
+    precision = resolve_precision(cfg.train.precision, dev)  # a bad value is refused before any work
     if dev.type == "cuda":
         # Every step has the same shapes: let cuDNN pick its fastest kernels once.
         torch.backends.cudnn.benchmark = True
@@ -151,6 +155,7 @@ def fit(
     counts = count_parameters(model)
     log.info(f"RAVE: {human_count(counts['total'])} parameters (encoder {human_count(counts['encoder'])}, decoder {human_count(counts['decoder'])}) on {dev}")
     log.info(f"dataset {dataset}: {len(data.train_idx)} training / {len(data.val_idx)} validation examples, {data.source.sr} Hz, {data.source.channels} ch")
+    log.info(f"precision {precision}{', compiled' if cfg.train.compile else ''}; {data.workers(dev)} data loader worker(s)")
     for note in notes:
         log.info(note)
     if ckpt is not None:
@@ -207,19 +212,38 @@ def fit(
                 # view shows both (logging only the step's own would drop one side
                 # whenever log_every and disc_every share a factor).
                 latest: dict[str, float] = {}
+                # Losses stay on the device between log steps (see pending.py): the
+                # host never waits for the GPU inside a step.
+                pending = PendingLosses()
+                wait = DataWait()
+
+                def settle(_name: str = name, _pending: PendingLosses = pending, _latest: dict[str, float] = latest) -> None:
+                    """The pending losses to the host, averaged over the ranks, through
+                    the NaN guard (at the step where a loss first went bad)."""
+                    for s_, losses in _reduce_window(_pending.flush()):
+                        _check_finite(_name, s_, losses, run_dir)
+                        result.history.append((_name, s_, losses))
+                        _latest.update(losses)
+
                 while step < total:
-                    batch, next_position = next(batches)
-                    # The mean over the ranks: what the whole batch did, and a
-                    # non-finite loss on one rank stops every rank at this step.
-                    losses = distributed.reduce_mean(stage.train_step(batch, step))
-                    _check_finite(name, step + 1, losses, run_dir)
+                    with wait.timing():
+                        batch, next_position = next(batches)
+                    pending.add(step + 1, stage.train_step(batch, step))
                     step, position, taken = step + 1, next_position, taken + 1
-                    result.history.append((name, step, losses))
-                    latest.update(losses)
+                    logging_now = step % int(cfg.train.log_every) == 0
+                    validating = step % int(cfg.train.val_every) == 0 or step == total
+                    saving = step % int(cfg.train.ckpt_every) == 0
+                    stopping = distributed.any_rank(stop.requested or (stop_after is not None and taken >= stop_after))
+                    if logging_now or validating or saving or stopping:
+                        settle()
+                    if logging_now:
+                        warning = wait.window_warning(data.workers(dev), cores=usable_cores())
+                        if warning:
+                            log.info(f"{name} step {step}: {warning}")
                     log.step(step, latest)
-                    if is_main and step % int(cfg.train.log_every) == 0:
+                    if is_main and logging_now:
                         log.scalars(name, latest, step)
-                    if step % int(cfg.train.val_every) == 0 or step == total:
+                    if validating:
                         metrics = stage.validate() if is_main else {}
                         if metrics and is_main:
                             log.scalars(f"{name}/validation", metrics, step)
@@ -231,10 +255,10 @@ def fit(
                                 result.checkpoint = save("best")
                             shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
                             log.info(f"{name} step {step}: validation {shown}{'  (best)' if improved else ''}")
-                    if is_main and step % int(cfg.train.ckpt_every) == 0:
+                    if is_main and saving:
                         result.checkpoint = save()
                     # Agreed by all ranks, so they leave at the same step.
-                    if distributed.any_rank(stop.requested or (stop_after is not None and taken >= stop_after)):
+                    if stopping:
                         result.checkpoint = save() if is_main else None
                         result.stopped, result.interrupted = True, stop.requested
                         log.end_stage()
@@ -275,6 +299,15 @@ def provenance(ctx: TrainContext) -> dict[str, Any]:
         "dataset": str(Path(ctx.data.source.path).resolve()),
         "augment": plan.to_dict() if plan is not None else None,
     }
+
+
+def _reduce_window(window: list[tuple[int, dict[str, float]]]) -> list[tuple[int, dict[str, float]]]:
+    """Each step's losses averaged over the ranks, in one collective for the whole
+    window (every rank settles at the same steps, with the same keys)."""
+    from rave_model.train import distributed
+
+    flat = distributed.reduce_mean({f"{i:09d}/{k}": v for i, (_, losses) in enumerate(window) for k, v in losses.items()})
+    return [(s, {k: flat[f"{i:09d}/{k}"] for k in losses}) for i, (s, losses) in enumerate(window)]
 
 
 def _check_finite(stage: str, step: int, losses: Mapping[str, float], run_dir: Path) -> None:

@@ -83,7 +83,9 @@ class Stage:
         stage.load_state_dict(s)        # only when resuming inside this stage
         stage.on_start()                # e.g. freeze the encoder
         for step in range(start, stage.total_steps()):
-            losses = stage.train_step(batch, step)     # {name: float}
+            losses = stage.train_step(batch, step)     # {name: 0-d tensor or float}
+            ... losses to the host, NaN guard: at log steps, before validation
+            ... and before every checkpoint (never inside a step)
             ... stage.validate() every val_every steps
         stage.on_complete()             # e.g. the latent PCA after the VAE
     """
@@ -105,9 +107,15 @@ class Stage:
         latents) overrides this."""
         return self.ctx.data.train_batches(position, self.ctx.device)
 
-    def train_step(self, batch: Any, step: int) -> dict[str, float]:
-        """One optimisation step; returns the losses as Python floats (the
-        runner stops the run if any is NaN or infinite)."""
+    def train_step(self, batch: Any, step: int) -> dict[str, Any]:
+        """One optimisation step; returns the losses as detached 0-d tensors
+        (or Python numbers for what the host already knows, e.g. beta).
+
+        Never convert a device tensor to a float here: that makes the host wait
+        for the GPU every step. The runner brings the losses to the host at log
+        steps, before validation and before a checkpoint, all at once, and stops
+        the run there if any is NaN or infinite (naming the step it happened at;
+        nothing is saved after it)."""
         raise NotImplementedError
 
     def validate(self) -> dict[str, float]:

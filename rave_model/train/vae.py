@@ -7,6 +7,7 @@ Adam (``train.lr``, ``train.betas``) with the learning rate decaying linearly
 to ``lr * train.lr_end_factor`` over the stage, as the reference schedules it.
 When the stage ends, the latent PCA (:mod:`rave_model.train.pca`) fills the
 model's ``latent_mean``/``latent_pca``/``fidelity`` buffers.
+Precision, Adam's kernel and compilation: :mod:`rave_model.train.precision`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from rave_model.losses import beta_schedule
+from rave_model.train import precision as prec
 from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
 from rave_model.train.stage import Stage, TrainContext
 
@@ -27,11 +29,13 @@ class VAEStage(Stage):
         tc = ctx.cfg.train
         model = ctx.model
         self.params = list(model.encoder.parameters()) + list(model.decoder.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=float(tc.lr), betas=tuple(float(b) for b in tc.betas))
+        self.precision = prec.for_run(ctx.cfg, ctx.device)
+        self.opt = prec.adam(self.params, float(tc.lr), tuple(float(b) for b in tc.betas), ctx.device)
+        self.scaler = self.precision.scaler()
         self.sched = torch.optim.lr_scheduler.LinearLR(
             self.opt, start_factor=1.0, end_factor=float(tc.lr_end_factor), total_iters=max(1, int(tc.vae_steps))
         )
-        self.recon = Reconstruction(ctx)
+        self.recon = Reconstruction(ctx, self.precision)
 
     def total_steps(self) -> int:
         return int(self.ctx.cfg.train.vae_steps)
@@ -39,17 +43,15 @@ class VAEStage(Stage):
     def on_start(self) -> None:
         self.ctx.model.train()
 
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
         tc = self.ctx.cfg.train
         beta = beta_schedule(step, int(tc.beta_warmup_steps), float(tc.beta_start), float(tc.beta_end))
         _, losses = self.recon(batch)
         loss = losses["multiband"] + losses["fullband"] + beta * losses["kl"]
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.precision.step(loss, self.opt, self.scaler)
         self.sched.step()
-        out = {k: float(v.detach()) for k, v in losses.items()}
-        out["loss"] = float(loss.detach())
+        out: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}
+        out["loss"] = loss.detach()
         out["beta"] = beta
         return out
 
@@ -70,8 +72,13 @@ class VAEStage(Stage):
         return result
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+        state = {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state["opt"])
+        prec.load_optimizer_state(self.opt, state["opt"])
         self.sched.load_state_dict(state["sched"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
