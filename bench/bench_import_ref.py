@@ -2,8 +2,8 @@
 
     REFVENV/bin/python bench/bench_import_ref.py CKPT TS OUT.npz [--seconds 1.5]
 
-Writes the reference's outputs on one fixed input, noise branches left out (the
-reference draws its noise from torch's global generator, ours from its own):
+Writes the reference's outputs on one fixed input, noise branches left out, and
+once more with them under a fixed seed:
 
 - ``x`` [1, 1, T]: the input (a seeded chirp plus noise, 44.1 kHz);
 - ``ckpt_mean`` [1, L, T / hop]: ``RAVE.encode(x)``'s mean, the run rebuilt from its
@@ -11,7 +11,9 @@ reference draws its noise from torch's global generator, ours from its own):
 - ``ckpt_decode`` [1, 1, T]: ``RAVE.decode(ckpt_mean)``;
 - ``ts_mean``, ``ts_decode``: the same from the exported ``.ts`` (its ``pqmf``,
   ``encoder``, ``decoder`` submodules; ``ScriptedRAVE.encode`` samples the posterior,
-  so the mean is read before the sampling).
+  so the mean is read before the sampling);
+- ``ckpt_decode_noise``, ``ts_decode_noise``: the decoders with their noise, torch's
+  global seed set to SEED just before (the noise module draws ``torch.rand`` once).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 warnings.filterwarnings("ignore")
+SEED = 1234  # torch's global seed before each decode with noise (bench_import.py uses the same)
 
 
 def signal(seconds: float, sr: int, hop: int) -> torch.Tensor:
@@ -91,9 +94,14 @@ def main() -> None:
     y = decode_without_noise(model.decoder, mean)
     y = model.pqmf.inverse(y)
 
+    torch.manual_seed(SEED)
+    y_noise = model.decode(mean)
+
     ts = torch.jit.load(args.ts, map_location="cpu").eval()
     ts_mean = ts.encoder(ts.pqmf(x))[:, :latent]
     ts_y = ts.pqmf.inverse(decode_without_noise(ts.decoder, ts_mean))
+    torch.manual_seed(SEED)
+    ts_y_noise = ts.pqmf.inverse(ts.decoder(ts_mean))
     np.savez(
         args.out,
         x=x.numpy(),
@@ -101,6 +109,8 @@ def main() -> None:
         ckpt_decode=y.numpy(),
         ts_mean=ts_mean.numpy(),
         ts_decode=ts_y.numpy(),
+        ckpt_decode_noise=y_noise.numpy(),
+        ts_decode_noise=ts_y_noise.numpy(),
         hop=hop,
         sr=model.sr,
     )
