@@ -655,18 +655,20 @@ def _isolated(job: SourceJob) -> SourceResult:
     """Run one source in its own process; a crash skips it with a reason
     (naming the augmenter when it died augmenting) and removes every file
     the dead worker wrote for it."""
-    from rave_data.augment.provenance import crash_reason, marker_path, remove_outputs
+    from rave_data.augment.provenance import crash_reason, marker_path, remove_outputs, remove_temp_audio
     from rave_data.job import SourceResult, output_name, run_job
 
+    s = job.settings
+    names = [output_name(job.rel, s.format)] + [output_name(job.rel, s.format, v) for v in range(1, s.n_variants + 1)]
     marker = marker_path(job.work_dir, job.rel)
     marker.unlink(missing_ok=True)  # left by the first, shared-pool attempt
+    # The pool that broke killed its other workers mid-file: their temp files go now, not next run.
+    remove_temp_audio(job.out_dir, names)
     with _worker_pool(1) as pool:
         try:
             return pool.submit(run_job, job).result()
         except BrokenProcessPool:
-            s = job.settings
-            remove_outputs(job.out_dir, [output_name(job.rel, s.format)]
-                           + [output_name(job.rel, s.format, v) for v in range(1, s.n_variants + 1)])
+            remove_outputs(job.out_dir, names)
             crash = crash_reason(marker)
             marker.unlink(missing_ok=True)
             if crash is None:

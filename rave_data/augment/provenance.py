@@ -125,10 +125,16 @@ def crash_reason(path: Path) -> tuple[str, dict[str, Any]] | None:
 def remove_outputs(out_dir: str | Path, names: list[str]) -> None:
     """Delete output files (``names`` relative to out/) and the hidden temp
     files a dead worker left for them (``.name.PID.tmp``)."""
-    out = Path(out_dir)
     for name in names:
-        path = out / name
-        path.unlink(missing_ok=True)
+        (Path(out_dir) / name).unlink(missing_ok=True)
+    remove_temp_audio(out_dir, names)
+
+
+def remove_temp_audio(out_dir: str | Path, names: list[str]) -> None:
+    """Delete the hidden temp files (``.name.PID.tmp``) a killed worker left
+    while writing the outputs ``names`` (relative to out/)."""
+    for name in names:
+        path = Path(out_dir) / name
         if path.parent.is_dir():
             for tmp in path.parent.glob(f".{path.name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
