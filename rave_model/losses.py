@@ -123,7 +123,9 @@ def adversarial_losses(
     ``features_*`` holds, per sub-discriminator, its list of feature maps with
     the score last. Feature matching is the mean L1 distance of the real and
     fake feature maps (the real ones are the target), averaged over layers
-    (after skipping the first ``skip_features``) and over sub-discriminators.
+    (after skipping the first ``skip_features``) and over sub-discriminators; the
+    discriminator and adversarial losses and the mean scores ``pred_*`` are summed
+    over sub-discriminators (as acids-rave's training_step).
     Returns {"dis", "adv", "feature_matching", "pred_real", "pred_fake"}.
     """
     fn = gan_loss(loss)
@@ -136,4 +138,5 @@ def adversarial_losses(
         pred_real = pred_real + real[-1].detach().mean()
         pred_fake = pred_fake + fake[-1].detach().mean()
     n = max(1, len(features_real))
-    return {"dis": dis, "adv": adv, "feature_matching": fm / n, "pred_real": pred_real / n, "pred_fake": pred_fake / n}
+    # Scores summed over sub-discriminators, as the reference logs them.
+    return {"dis": dis, "adv": adv, "feature_matching": fm / n, "pred_real": pred_real, "pred_fake": pred_fake}

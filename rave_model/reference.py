@@ -422,6 +422,7 @@ def _convnet(g: GinConfig, ref: Ref, two_d: bool) -> tuple[int, int]:
 
 
 def _map_training(g: GinConfig, cfg: Config) -> None:
+    """The training keys (``cfg.model`` already mapped)."""
     R = "model.RAVE"
     t = cfg.train
     t.vae_steps = int(g.get(R, "phase_1_duration"))
@@ -443,7 +444,11 @@ def _map_training(g: GinConfig, cfg: Config) -> None:
     _refuse(_ref_name(fm) != "core.mean_difference", f"RAVE.feature_matching_fun = {fm!r}")
     norm = g.get("core.mean_difference", "norm", "L1", scope=fm.scope)
     _refuse(norm != "L1", f"feature matching norm {norm!r}")
-    t.fm_relative = bool(g.get("core.mean_difference", "relative", False, scope=fm.scope))
+    # ``rave train`` writes its operative config before training starts, when the
+    # feature-matching function has not been called yet, so config.gin never records
+    # its ``relative``: every shipped v2-family config sets it, v1 does not.
+    v2_family = cfg.model.architecture == "v2"
+    t.fm_relative = bool(g.get("core.mean_difference", "relative", v2_family, scope=fm.scope))
     for key in ("audio_distance", "multiband_audio_distance"):
         ref = g.get(R, key)
         _refuse(_ref_name(ref) != "core.AudioDistanceV1", f"RAVE.{key} = {ref!r}")
