@@ -248,11 +248,13 @@ class _WorkerInit:
     Ctrl-C reaches the whole process group: workers ignore it so the main
     process can finish its step, save and stop them cleanly. A forked worker
     inherits the parent's open LMDB environment when the parent read the dataset
-    before the loader started (validation, the PCA, a previous stage's loader);
-    LMDB forbids using an environment across fork(), and workers reading through
-    the inherited one died of segmentation faults on a GPU machine (py-lmdb 1.7,
-    Python 3.12). The worker closes its inherited copy (its own mapping and file
-    descriptor; the parent's stay open) and the next read opens a fresh one.
+    before the loader started (validation, the PCA, a previous stage's loader),
+    and LMDB's documentation forbids using an environment across fork(). The
+    worker closes its inherited copy (its own mapping and file descriptor; the
+    parent's stay open) and the next read opens a fresh one. (Workers died of
+    segmentation faults in one GPU run of bench/bench_train.py whose parent held
+    such a handle and had run the augmentation plan itself; the cause was not
+    isolated, see docs/training.md "Speed".)
     """
 
     def __init__(self, path: Path) -> None:
