@@ -127,7 +127,8 @@ class AudioSource:
     def __init__(self, reader: _Reader, later: tuple[str, ...] = (), strict: bool = False,
                  warnings: list[str] | None = None) -> None:
         self.info = reader.info
-        self.warnings: list[str] = warnings or []
+        self.warnings: list[str] = list(warnings or [])
+        self._open_warnings = tuple(self.warnings)
         #: Seconds of audio the header declares that no decoder delivered.
         self.shortfall_seconds = 0.0
         #: The decoders that produced the audio (more than one after a hand-over).
@@ -166,8 +167,9 @@ class AudioSource:
         if self._reader is None:
             raise ValueError("the source is closed")
         path, want, sr = self.info.path, self.info.frames, self.info.sr
-        self.warnings = [w for w in self.warnings if not w.startswith(_HANDOVER)]
+        self.warnings = list(self._open_warnings)  # each pass says what it met, once
         self.decoders = [self.info.backend]
+        self.shortfall_seconds = 0.0
         reader: _Reader = self._reader
         later = list(self._later)
         done = 0
@@ -198,7 +200,7 @@ class AudioSource:
                 if nxt is None:
                     break
                 stopped = f"failed ({failure})" if failure else "ended early"
-                self.warnings.append(f"{_HANDOVER}{reader.info.backend} {stopped} at {done / sr:.2f} s; "
+                self.warnings.append(f"decoder hand-over: {reader.info.backend} {stopped} at {done / sr:.2f} s; "
                                      f"{nxt.info.backend} decoded the rest")
                 if reader is not self._reader:
                     reader.close()
@@ -234,9 +236,6 @@ class AudioSource:
         if self.info.format == "wma":
             return max(_WMA_TOLERANCE, self.info.frames // 200)
         return 0
-
-
-_HANDOVER = "decoder hand-over: "
 
 
 class _NonFinite(Exception):

@@ -237,6 +237,8 @@ def test_short_decode_is_kept_with_a_warning(tmp_path: Path, monkeypatch: pytest
         assert src.decoders == ["pyav", "soundfile"]  # not pedalboard: it would pad with silence
         assert n == 100000 and src.shortfall_seconds == pytest.approx((x.shape[1] - 100000) / 44100)
         assert src.warnings[-1].startswith("ends short: decoded 2.27 s of the 3.00 s the header declares")
+        said = list(src.warnings)
+        assert sum(b.shape[1] for b in src.blocks(4096)) == n and src.warnings == said  # a second pass, said once
     with pytest.raises(DecodeError, match="truncated or corrupt: decoded 2.27 s of the 3.00 s"):
         with open_audio(p, strict=True) as src:
             list(src.blocks(4096))
