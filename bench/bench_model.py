@@ -77,7 +77,7 @@ def macs_per_second_of_audio(model, sr: int) -> tuple[float, float]:
     for h in handles:
         h.remove()
     seconds = x.shape[-1] / sr
-    pqmf = 2 * model.pqmf.analysis_weight.shape[-1] * sr * model.n_channels  # analysis + synthesis
+    pqmf = 2 * model.pqmf.hk.shape[-1] * sr * model.n_channels  # analysis + synthesis, each ~ one prototype length per sample
     return direct / seconds + pqmf, offline / seconds + pqmf
 
 
