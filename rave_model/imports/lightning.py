@@ -16,6 +16,7 @@ It holds tensors, numbers, strings and dicts only, so it is read with
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,18 @@ def read_checkpoint(source: Path, gin: Path | None = None) -> ReferenceCheckpoin
         raise ImportFailure(f"{gin_path}: no such gin config file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled objects we refuse to run
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a pickle of objects: garbage, truncated
+            raise ImportFailure(f"{path}: not a readable checkpoint (not a torch file, or a damaged one)") from None
+        raise ImportFailure(
+            f"{path}: holds Python objects besides tensors, which are not loaded (acids-rave checkpoints hold none; "
+            f"a ravemodel checkpoint needs no import: use it or its run folder directly)"
+        ) from None
+    except Exception as exc:  # not a torch file, truncated
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ImportFailure(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {reason[:200]})") from None
+    if isinstance(ckpt, dict) and "config" in ckpt and "model" in ckpt and "state_dict" not in ckpt:
+        raise ImportFailure(f"{path}: already a ravemodel checkpoint: use it (or its run folder) directly")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise ImportFailure(f"{path}: not a Lightning checkpoint (no state_dict)")
     state = ckpt["state_dict"]

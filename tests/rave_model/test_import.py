@@ -176,6 +176,13 @@ def test_bad_sources_are_refused_with_the_file_and_the_reason(imported, tmp_path
     junk.write_bytes(b"not a checkpoint")
     (junk.parent / "config.gin").write_text("")
     assert "not a readable checkpoint" in refused(junk, tmp_path / "c")
+    ours = next(run.rglob("last.ckpt"))
+    assert "ravemodel checkpoint" in refused(ours, tmp_path / "f", "--gin", src / "config.gin")  # used directly, not imported
+    pickled = tmp_path / "pickled" / "last.ckpt"
+    pickled.parent.mkdir()
+    torch.save({"config": {}, "model": {}, "rng": {"numpy": np.random.get_state()}}, pickled)
+    (pickled.parent / "config.gin").write_text("")
+    assert "Python objects besides tensors" in refused(pickled, tmp_path / "g")  # never unpickled
     prior = tmp_path / "prior" / "prior.ckpt"
     prior.parent.mkdir()
     torch.save({"state_dict": {"synth.encoder.x": torch.zeros(1), "net.0.weight": torch.zeros(1)}}, prior)

@@ -130,7 +130,7 @@ def build_export(fixture: str, path: Path, edit: Any = None, top_class: str = "V
         parent, _, leaf = row["name"].rpartition(".")
         made[parent].add_module(leaf, m)
         made[row["name"]] = m
-    root.encoder.warmed_up.fill_(1)
+    root.encoder.warmed_up.fill_(1)  # a run past its phase 1
     torch.jit.script(root).save(str(path))
     return path
 
@@ -145,7 +145,7 @@ def ckpt_keys(fixture: str) -> dict[str, tuple[int, ...]]:
     return keys
 
 
-@pytest.mark.parametrize("fixture", ["v2_small", "v1"])
+@pytest.mark.parametrize("fixture", ["v2_small", "v2", "v1"])
 def test_config_and_checkpoint_keys_from_an_export(fixture, tmp_path):
     """The architecture read from the scripted modules is the one the run was trained
     with, and the weights come back under exactly the keys (and shapes) of that run's
@@ -168,7 +168,7 @@ def test_config_and_checkpoint_keys_from_an_export(fixture, tmp_path):
                 if k.split(".")[0] in ("pqmf", "encoder", "decoder", "latent_pca", "latent_mean", "fidelity")}
     assert {k: tuple(v.shape) for k, v in ref.state.items()} == expected
     # weight_norm(dim=0) recomposes the exported weight: g * v / |v| == weight.
-    up = {"v2_small": "decoder.net.2", "v1": "decoder.net.1.net.1"}[fixture]  # a transposed conv: dim 0 = inputs
+    up = {"v2_small": "decoder.net.2", "v2": "decoder.net.2", "v1": "decoder.net.1.net.1"}[fixture]  # a transposed conv: dim 0 = inputs
     g, v = ref.state[f"{up}.weight_g"], ref.state[f"{up}.weight_v"]
     w = g * v / v.flatten(1).norm(dim=1).reshape(-1, 1, 1)
     torch.testing.assert_close(w, v, rtol=1e-6, atol=1e-6)
