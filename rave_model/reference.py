@@ -32,6 +32,12 @@ Two functions, the basis of ``ravemodel import`` and of bench/bench_parity.py:
     ``receptive_field``, ``target_size``, ...) are ignored. Raises KeyError naming the
     first reference tensor it needs and cannot find, ValueError on a shape mismatch.
 
+Known deviation (causal.gin): offline, the reference's transposed convolutions keep
+``padding = r // 2`` even in causal mode, while ours crop nothing when ``model.causal`` is
+true (so that our causal models stream with no latency); a causal acids-rave model maps
+and runs, but its up-sampling layers are then shifted by ``r // 2`` output samples.
+bench/bench_parity.py checks v1, v2 and v2_small (centred padding).
+
 ``discriminator_state_from_reference(ref_state, cfg) -> dict``
     The same for our :class:`~rave_model.discriminator.Discriminator`.
 """
