@@ -32,22 +32,12 @@ def conv(
     causal: bool = False,
     padding: tuple[int, int] | None = None,
 ) -> Conv1d:
-    """A streaming :class:`Conv1d` padded like acids-rave's ``cc.Conv1d`` with
-    ``cc.get_padding(kernel_size, dilation=dilation)``: ``(k - 1) * dilation`` samples
-    in all, the odd one on the right ("centered"), or all on the left when causal; the
-    stride does not change it (the reference ignores it there). ``padding=(left, right)``
-    sets it explicitly (NoiseGeneratorV2's ``(r, 0)``).
-
-    Matching the reference's padding makes every frame see the same samples as in a
-    reference model, which imported weights rely on.
-    """
-    layer = Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, causal=causal)
-    if padding is None:
-        total = (kernel_size - 1) * dilation
-        padding = (total, 0) if causal else (total // 2, total - total // 2)
-    layer.pad.total = padding[0] + padding[1]
-    layer.pad.right = padding[1]
-    return layer
+    """A streaming :class:`Conv1d`, padded by :func:`~rave_model.cached_conv.conv_padding`
+    (acids-rave's rule) unless ``padding=(left, right)`` is given (NoiseGeneratorV2's
+    ``(r, 0)``)."""
+    return Conv1d(
+        in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, causal=causal, padding=padding
+    )
 
 
 def lrelu() -> nn.Module:

@@ -1,8 +1,9 @@
 """Convolutions that run offline or streaming with the same weights.
 
 Every layer knows its padding as ``(total, right)``: offline it pads ``total - right``
-samples on the left and ``right`` on the right ("centered"; ``right = 0`` when the model
-is trained causal). In streaming mode all of the padding moves to the past and is
+samples on the left and ``right`` on the right (:func:`conv_padding`, the one padding
+rule: centred with the odd sample on the right, ``right = 0`` when the model is
+trained causal). In streaming mode all of the padding moves to the past and is
 taken from a cache of the previous call's input, so feeding a signal in blocks gives
 exactly the same output as feeding it whole to the streaming model. A non-causal
 model therefore gets delayed by ``right`` samples per layer once streaming; the
@@ -41,9 +42,18 @@ WINOGRAD_MIN_WIDTH = 128 * 128
 WINOGRAD_TILE = 4
 
 
-def conv_padding(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
-    """Total padding that makes a strided convolution map T samples to T / stride."""
-    return max(0, (kernel_size - 1) * dilation + 1 - stride)
+def conv_padding(kernel_size: int, dilation: int = 1, causal: bool = False) -> tuple[int, int]:
+    """``(left, right)`` zero padding of a convolution, acids-rave's rule (``cc.get_padding``):
+    ``(kernel_size - 1) * dilation`` samples in all, split evenly with the odd one on the
+    right, or all on the left when causal.
+
+    The stride does not enter it (the reference's ``get_padding`` ignores its stride
+    argument), so a strided layer maps ``T`` samples to ``ceil(T / stride)`` frames.
+    Keeping the reference's split makes every frame read the same samples as in a
+    reference model, which imported weights rely on.
+    """
+    total = (kernel_size - 1) * dilation
+    return (total, 0) if causal else (total // 2, total - total // 2)
 
 
 def _fresh_cache(cache: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
@@ -54,13 +64,13 @@ def _fresh_cache(cache: torch.Tensor, x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class CachedPad1d(nn.Module):
-    """Pads ``[B, C, T]`` by ``total`` samples: centered offline, from a cache when streaming."""
+    """Pads ``[B, C, T]`` with ``left`` and ``right`` samples offline; streaming, all
+    ``left + right`` samples come before, from a cache of the previous call's input."""
 
-    def __init__(self, total: int, causal: bool) -> None:
+    def __init__(self, left: int, right: int) -> None:
         super().__init__()
-        self.total = total
-        # Centered padding puts the extra sample (odd totals) on the left, like acids-rave.
-        self.right = 0 if causal else total // 2
+        self.total = left + right
+        self.right = right
         self.streaming = False
         self.register_buffer("cache", torch.zeros(0), persistent=False)
 
@@ -119,7 +129,7 @@ def conv1d_taps(
 ) -> torch.Tensor:
     """Convolution of an unpadded ``x [B, Cin, T]`` padded with ``left`` zeros before and
     zeros after, with ``wt [k, Cin, Cout]``: ``[B, Cout, length]`` (``length`` output
-    frames, ``T / stride`` by default).
+    frames, ``ceil(T / stride)`` by default, as :class:`Conv1d` with its default padding).
 
     Each tap is one matrix product of the time-major view ``x^T`` (every ``stride``-th
     row) accumulated in place into the output rows it reaches, so neither a padded copy
@@ -130,7 +140,7 @@ def conv1d_taps(
     ``block`` output rows at a time so that rows stay in cache between taps.
     """
     k, b, t = wt.shape[0], x.shape[0], x.shape[-1]
-    n = t // stride if length < 0 else length
+    n = (t + stride - 1) // stride if length < 0 else length
     covered = (t + stride - 1) // stride  # output rows whose unshifted input row exists
     xt = x.transpose(1, 2)  # [B, T, Cin]
     if xt.stride(-1) != 1 and xt.shape[-1] < 64:
@@ -262,9 +272,11 @@ def tap_major(weight: torch.Tensor, order: list[int]) -> torch.Tensor:
 
 
 class Conv1d(nn.Conv1d):
-    """``nn.Conv1d`` whose output has ``T / stride`` frames and that can stream.
+    """``nn.Conv1d`` that can stream, padded ``(left, right)`` = ``padding`` or, by
+    default, :func:`conv_padding`'s reference rule.
 
-    ``[B, in_channels, T] -> [B, out_channels, T / stride]``.
+    ``[B, in_channels, T] -> [B, out_channels, ceil(T / stride)]`` (streaming, ``T`` a
+    multiple of the stride).
     """
 
     def __init__(
@@ -277,9 +289,10 @@ class Conv1d(nn.Conv1d):
         groups: int = 1,
         bias: bool = False,
         causal: bool = False,
+        padding: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias)
-        self.pad = CachedPad1d(conv_padding(kernel_size, stride, dilation), causal)
+        self.pad = CachedPad1d(*(conv_padding(kernel_size, dilation, causal) if padding is None else padding))
         self.use_mm = False
         self.use_taps = False
         # Inference-only weights, empty until prepare_offline; buffers so that .to()
@@ -334,7 +347,7 @@ class Conv1d(nn.Conv1d):
         else:
             self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
             self.use_taps = True
-        # The original weight is no longer read: keep it out of memory and of exports.
+        # The kernels read only the prepared weights: keep the original out of memory and of exports.
         if not parametrize.is_parametrized(self):
             self.weight = nn.Parameter(weight.new_zeros(0), requires_grad=False)
 
@@ -348,7 +361,7 @@ class Conv1d(nn.Conv1d):
         if (self.use_winograd or self.use_taps) and not offline:
             raise RuntimeError("a convolution prepared for offline use (prepare_offline) cannot stream")
         if self.use_winograd:
-            n = x.shape[-1] // self.stride[0]
+            n = (x.shape[-1] + self.stride[0] - 1) // self.stride[0]
             if self.depth_stride > 1:
                 x = space_to_depth(x, self.depth_stride)
             y = conv1d_winograd(x, self.winograd_u, self.winograd_at, self.winograd_bt, self.winograd_left, self.dilation[0], n)
@@ -438,7 +451,7 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         else:
             self.weight_poly = poly
             self.use_poly = True
-        # Only the prepared form is read from now on (see Conv1d.prepare_offline).
+        # The kernels read only the prepared form (see Conv1d.prepare_offline).
         if not parametrize.is_parametrized(self):
             self.weight = nn.Parameter(poly.new_zeros(0), requires_grad=False)
 
@@ -581,7 +594,7 @@ def fold_batchnorm(module: nn.Module) -> None:
     :class:`Conv1d` in an ``nn.Sequential`` into that convolution's weight and bias,
     and drop it. In eval mode BatchNorm is the per-channel affine map
     ``(y - mean) * gamma / sqrt(var + eps) + beta``; applied to the convolution's weights
-    it costs nothing at run time (it was a full memory pass per layer), offline or
+    it costs nothing at run time (instead of a full memory pass per layer), offline or
     streaming. Outputs are unchanged up to rounding."""
     for seq in list(module.modules()):
         if not isinstance(seq, nn.Sequential):

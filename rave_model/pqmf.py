@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rave_model.cached_conv import CachedPad1d
+from rave_model.cached_conv import CachedPad1d, conv_padding
 
 
 def kaiser_lowpass(wc: float, attenuation: float, n_taps: int | None = None) -> np.ndarray:
@@ -113,9 +113,9 @@ class PQMF(nn.Module):
         self.register_buffer("synthesis", synthesis_weight(self.hk), persistent=False)  # [M, M, L / M (+1)]
         self.register_load_state_dict_post_hook(PQMF._refresh)
         ka, ks = self.analysis.shape[-1], self.synthesis.shape[-1]
-        # The reference's centred padding of an odd kernel: (k - 1) / 2 on each side.
-        self.pad = CachedPad1d(ka - 1, causal)
-        self.inverse_pad = CachedPad1d(ks - 1, causal)
+        # Odd kernels: the reference's centred padding is (k - 1) / 2 on each side.
+        self.pad = CachedPad1d(*conv_padding(ka, causal=causal))
+        self.inverse_pad = CachedPad1d(*conv_padding(ks, causal=causal))
         self.analysis_delay = self.pad.right // n_bands
         self.synthesis_phase = 0
         self.use_mm = False

@@ -12,6 +12,7 @@ from rave_model.cached_conv import (  # noqa: E402
     Conv1d,
     ConvTranspose1d,
     prepare_offline,
+    conv_padding,
     space_to_depth,
     space_to_depth_weight,
 )
@@ -92,6 +93,20 @@ def test_winograd_equals_the_direct_convolution(b, t, r, m, dilation, left, extr
     assert torch.equal(scripted(x, u, at, bt, left, dilation, length if extra else -1), y)
 
 
+@pytest.mark.parametrize(
+    "kernel, dilation, centred",
+    # acids-rave's cc.get_padding(kernel, dilation=dilation), as known answers: the odd
+    # sample on the right (4 taps: 1 + 2), nothing for one tap.
+    [(3, 1, (1, 1)), (4, 1, (1, 2)), (8, 1, (3, 4)), (9, 1, (4, 4)), (3, 5, (5, 5)), (5, 2, (4, 4)), (1, 1, (0, 0))],
+)
+def test_conv_padding_is_the_reference_rule(kernel, dilation, centred):
+    assert conv_padding(kernel, dilation) == centred
+    total = (kernel - 1) * dilation
+    assert conv_padding(kernel, dilation, causal=True) == (total, 0)
+    conv = Conv1d(2, 2, kernel, stride=4, dilation=dilation)
+    assert (conv.pad.total - conv.pad.right, conv.pad.right) == centred  # the stride does not change it
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_wide_layers_switch_to_winograd_and_keep_their_output(causal):
     torch.manual_seed(0)
@@ -111,6 +126,10 @@ def test_wide_layers_switch_to_winograd_and_keep_their_output(causal):
             # Lengths that are and are not multiples of the stride; shorter than the kernel.
             xs = [torch.randn(b, conv.in_channels, t) for b, t in ((2, 40), (1, 37), (1, 4))]
             refs = [conv(x) for x in xs]
+            if isinstance(conv, Conv1d):
+                # (k - 1) * dilation samples of padding whatever the stride: ceil(T / stride)
+                # frames, e.g. 10 for 37 samples at stride 4.
+                assert [r.shape[-1] for r in refs] == [-(-x.shape[-1] // conv.stride[0]) for x in xs], conv
             prepare_offline(conv)
             assert conv.use_winograd, conv
             if isinstance(conv, Conv1d):
