@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from rave_model.cli.app import app
+from rave_model.cli.errors import fail, guarded
 
 
 @app.command("export")
@@ -35,18 +36,16 @@ def export_cmd(
 ) -> None:
     """Export a trained model to TorchScript for nn~ (Max/MSP, PureData) or torch.jit.load."""
     if which not in ("last", "best"):
-        typer.echo(f"ravemodel export: error: --checkpoint must be last or best, got {which!r}", err=True)
-        raise typer.Exit(1)
+        fail("export", f"--checkpoint must be last or best, got {which!r}")
     if not run.exists():  # answer before paying for the torch import
-        typer.echo(f"ravemodel export: error: {run}: no such run folder or checkpoint file", err=True)
-        raise typer.Exit(1)
-    from rave_model.export import export_run
+        fail("export", f"{run}: no such run folder or checkpoint file")
 
-    try:
-        path, info = export_run(run, output, fidelity=fidelity, streaming=streaming, which=which)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        typer.echo(f"ravemodel export: error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    def work() -> tuple[Path, dict]:
+        from rave_model.export import export_run
+
+        return export_run(run, output, fidelity=fidelity, streaming=streaming, which=which)
+
+    path, info = guarded("export", work)
     mode = "streaming (for nn~)" if info["streaming"] else "offline (whole signals; clicks at nn~'s buffer edges)"
     typer.echo(
         f"{path}: {mode} model, {info['sampling_rate']} Hz, "

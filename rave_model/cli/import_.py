@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from rave_model.cli.app import app
+from rave_model.cli.errors import fail, guarded
 
 
 @app.command("import")
@@ -23,18 +24,16 @@ def import_cmd(
 ) -> None:
     """Import a model trained with acids-rave 2.x (RAVE) as a ravemodel run."""
     if not source.exists():  # answer before paying for the torch import
-        _fail(f"{source}: no such file or folder")
+        fail("import", f"{source}: no such file or folder")
     if gin is not None and not gin.is_file():
-        _fail(f"{gin}: no such gin config file")
-    from rave_model.imports import ImportFailure, import_model
+        fail("import", f"{gin}: no such gin config file")
 
-    try:
-        report = import_model(source, run, gin=gin, force=force)
-    except ImportFailure as exc:
-        _fail(str(exc))
-    except OSError as exc:  # unwritable output folder, full disk
-        typer.echo(f"ravemodel import: error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    def work():
+        from rave_model.imports import import_model
+
+        return import_model(source, run, gin=gin, force=force)
+
+    report = guarded("import", work)
     cfg = report.config
     m = cfg.model
     typer.echo(
@@ -45,7 +44,3 @@ def import_cmd(
     for note in report.notes:
         typer.echo(f"note: {note}")
 
-
-def _fail(message: str) -> None:
-    typer.echo(f"ravemodel import: error: {message}", err=True)
-    raise typer.Exit(2)

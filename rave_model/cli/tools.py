@@ -3,7 +3,8 @@
 Thin wrappers over :mod:`rave_model.generate` and :mod:`rave_model.listen`.
 MODEL is a run folder, a checkpoint file or an exported ``.ts`` file. Any
 problem with a model, audio or latent file ends in one line on stderr naming
-the file and exit status 1; nothing half-written is left behind.
+the file and exit status 2 (:mod:`rave_model.cli.errors`); nothing half-written
+is left behind.
 """
 from __future__ import annotations
 
@@ -14,22 +15,15 @@ from typing import Optional
 import typer
 
 from rave_model.cli.app import app
+from rave_model.cli.errors import guarded
 
 MODEL_HELP = "A run folder (ravemodel fit), a checkpoint file, or an exported .ts file."
 SEED_HELP = "Seed of every random draw (same seed, same output)."
 
 
 def _run(command: str, work: Callable[[], str]) -> None:
-    """Run ``work`` (which returns the line to print); turn the errors a user
-    can cause into one line and exit status 1."""
-    from rave_model.listen import ListenError
-
-    try:
-        message = work()
-    except (ListenError, OSError) as exc:
-        typer.echo(f"ravemodel {command}: error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(message)
+    """Run ``work`` (which returns the line to print) under :func:`guarded`."""
+    typer.echo(guarded(command, work))
 
 
 @app.command("generate")

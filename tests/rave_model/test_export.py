@@ -206,7 +206,7 @@ def test_default_output_name(tmp_path):
 
 
 def test_cli_mode_flags(run, tmp_path):
-    """No flag and --streaming write the streaming model; --offline and its old spelling
+    """No flag and --streaming write the streaming model; --offline and its alias
     --no-streaming the offline one; the default name says which."""
     root = tmp_path / "run-copy"
     (root / "checkpoints").mkdir(parents=True)
@@ -240,10 +240,16 @@ def test_prior_method_is_wired_when_given(run):
 def test_export_errors_are_one_line_and_leave_nothing(tmp_path):
     out = tmp_path / "model.ts"
     res = subprocess.run([str(BIN / "ravemodel"), "export", str(tmp_path / "missing"), "-o", str(out)], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and "missing" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     bad = tmp_path / "broken.ckpt"
     bad.write_bytes(b"not a checkpoint")
     res = subprocess.run([str(BIN / "ravemodel"), "export", str(bad), "-o", str(out)], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and "broken.ckpt" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "broken.ckpt" in res.stderr and "Traceback" not in res.stderr
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    res = subprocess.run([str(BIN / "ravemodel"), "export", str(empty), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "empty-run" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = subprocess.run([str(BIN / "ravemodel"), "export", str(empty), "--checkpoint", "first"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--checkpoint" in res.stderr, res.stderr
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))

@@ -157,29 +157,59 @@ def test_checkpoint_latents_decode_on_the_export(run, exported, voice):
     np.testing.assert_allclose(encode_file(ts, voice), z[: ts.latent_size], atol=1e-4)
 
 
-def test_bad_inputs_give_one_line_errors(run, tmp_path, bin_dir):
+def test_bad_inputs_give_one_line_errors_and_status_2(run, tmp_path, bin_dir):
     bad_audio = tmp_path / "broken.wav"
     bad_audio.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio at all\n")
     bad_npy = tmp_path / "bad.npy"
     np.save(bad_npy, np.zeros((3,), np.int32))
     nan_npy = tmp_path / "nan.npy"
     np.save(nan_npy, np.full((LATENT, 4), np.nan, np.float32))
-    cases = [
+    subprocess_cases = [
         (("encode", tmp_path / "no-such-run", bad_audio, "-o", tmp_path / "x.npy"), "no-such-run"),
+        (("reconstruct", run, notes, "-o", tmp_path / "x.wav"), "notes.txt"),
+    ]
+    cases = [
         (("encode", run, bad_audio, "-o", tmp_path / "x.npy"), "broken.wav"),
+        (("encode", run, tmp_path / "missing.wav", "-o", tmp_path / "x.npy"), "missing.wav"),
         (("decode", run, bad_npy, "-o", tmp_path / "x.wav"), "bad.npy"),
         (("decode", run, nan_npy, "-o", tmp_path / "x.wav"), "NaN"),
         (("generate", run, "--seconds", "0", "-o", tmp_path / "x.wav"), "--seconds"),
+        (("generate", run, "--prime", notes, "-o", tmp_path / "x.wav"), "notes.txt"),
         (("reconstruct", bad_audio, bad_audio, "-o", tmp_path / "x.wav"), "broken.wav"),
     ]
-    for i, (args, needle) in enumerate(cases):
-        # The first case through a real subprocess, the rest in-process (same code path).
-        out = ravemodel(bin_dir, *args, ok=False) if i == 0 else cli(*args, ok=False)
-        code = out.returncode if i == 0 else out.exit_code
-        assert code == 1, (args, out.stderr)
+    # The important cases through a real subprocess, the rest in-process (same code path).
+    outs = [(args, needle, ravemodel(bin_dir, *args, ok=False)) for args, needle in subprocess_cases]
+    outs += [(args, needle, cli(*args, ok=False)) for args, needle in cases]
+    for args, needle, out in outs:
+        code = getattr(out, "returncode", None)
+        code = out.exit_code if code is None else code
+        assert code == 2, (args, out.stderr)
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr, out.stderr
+        assert lines[0].startswith(f"ravemodel {args[0]}: error: "), lines
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))  # nothing half-written
+
+
+def test_an_unwritable_output_is_a_failure_while_running(run, tmp_path, voice):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    out = cli("reconstruct", run, voice, "-o", blocker / "r.wav", ok=False)
+    assert out.exit_code == 1, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "file" in out.stderr
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(run, tmp_path, voice, monkeypatch):
+    import rave_model.listen
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rave_model.listen, "reconstruct_file", interrupted)
+    out = cli("reconstruct", run, voice, "-o", tmp_path / "r.wav", ok=False)
+    assert out.exit_code == 130 and "interrupted" in out.stderr
+    assert not list(tmp_path.glob("*r.wav*"))
 
 
 def test_generate_without_a_prior_says_so(tmp_path):
@@ -189,5 +219,5 @@ def test_generate_without_a_prior_says_so(tmp_path):
     fit(ds, tmp_path / "run", preset="tiny", device="cpu",
         overrides=["train.vae_steps=2", "train.adversarial_steps=1", "prior.steps=0"])
     out = cli("generate", tmp_path / "run", "-o", tmp_path / "g.wav", ok=False)
-    assert out.exit_code == 1 and "no trained prior" in out.stderr
+    assert out.exit_code == 2 and "no trained prior" in out.stderr
     assert not (tmp_path / "g.wav").exists()
