@@ -5,7 +5,7 @@ the same run and on the same (warm) files:
 
 - ours: the real command ``ravedata duration DIR --json`` in a subprocess,
   start-up included (best of ``--repeat`` runs);
-- baseline: what the old tool did, ``soundfile.read`` every file and sum
+- baseline: the straightforward count, ``soundfile.read`` every file and sum
   ``len / sr`` (one pass, in this process, so no start-up is charged to it).
 
 Prints audio-seconds per wall-second for both, the speed-up and the targets

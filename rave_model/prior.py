@@ -31,8 +31,8 @@ cached history (:meth:`LatentPrior.step`), which gives exactly the same
 numbers. The frame-by-frame path is what generation and the exported ``prior``
 method use.
 
-Export (helper D wires this into ``rave_model/export.py``)
-----------------------------------------------------------
+Export (``rave_model/export.py``)
+---------------------------------
 ``torch.jit.script(prior)`` works on an eval-mode :class:`LatentPrior`. The
 scripted module exposes:
 

@@ -5,7 +5,7 @@ A stride-1 convolution with ``r`` taps computes ``m`` consecutive outputs with
 product per tap). Winograd's F(m, r) computes them with ``m + r - 1`` such products
 on transformed inputs (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural
 Networks"): F(4, 3) does 6 products where the direct form does 12, so the 3-tap
-residual convolutions, 70 % of the v1 model's arithmetic, cost half as much. The
+residual convolutions, most of the v1 model's arithmetic, cost half as much. The
 input and output transforms are products with small ``[alpha, alpha]`` and
 ``[m, alpha]`` matrices over whole blocks of tiles (one BLAS call each), so they add
 a few memory passes and no Python loop over time.
@@ -102,7 +102,7 @@ def conv1d_winograd(
     About ``block`` output rows are done at a time: the transformed tiles of a block
     (``alpha / m`` times its input) then stay in the core's cache between the four
     steps, and no temporary is large enough to be a fresh page-faulting allocation
-    per call (whole-signal temporaries made a 128-channel layer 2-3x slower).
+    per call.
     """
     # The transforms in the input's dtype (weights are prepared in float32).
     u, at, bt = u.to(x.dtype), at.to(x.dtype), bt.to(x.dtype)
