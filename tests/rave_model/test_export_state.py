@@ -9,7 +9,12 @@ present.
 """
 from __future__ import annotations
 
+import collections
+import functools
+import io
+import pickle
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,16 +31,58 @@ from rave_model.prior import LatentPrior  # noqa: E402
 V1_SMALL = ["model.capacity=16", "model.latent_size=8"]
 
 
-def tensor_attributes(module) -> dict[str, torch.Tensor]:
-    """Every tensor attribute of a scripted module and its submodules, by dotted name,
-    whether or not it is a parameter or buffer (TorchScript keeps plain tensor
-    attributes too; only the module's debug iterator lists them)."""
-    found = {}
-    for prefix, sub in module.named_modules():
-        for name, value in torch._C._jit_debug_module_iterators(sub._c)["named_attributes"]:
-            if isinstance(value, torch.Tensor):
-                found[f"{prefix}.{name}" if prefix else name] = value
-    return found
+class _Saved:
+    """A module object of a TorchScript archive's ``data.pkl``: its attributes."""
+
+    def __setstate__(self, state) -> None:
+        self.attributes = state
+
+
+_TENSOR = object()  # a tensor of the archive (its values are not read)
+
+
+def saved_tensor_names(path: Path) -> list[str]:
+    """Every tensor attribute the archive at ``path`` saves, by dotted name, whether or not
+    it is a parameter or a buffer: ``torch.jit`` pickles each module object with all its
+    attributes into ``data.pkl``, which is read here with ``pickle`` alone."""
+
+    class Reader(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if module.split(".")[0] == "__torch__":
+                return type(name, (_Saved,), {})
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return lambda *args: _TENSOR
+            if module == "torch.jit._pickle":  # typed containers: restore_type_tag(value, type), build_*list(value)
+                return (lambda value, _type: value) if name == "restore_type_tag" else (lambda value: value)
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if module == "torch" and name.endswith("Storage"):
+                return name
+            raise pickle.UnpicklingError(f"{path}: unexpected {module}.{name} in data.pkl")
+
+        def persistent_load(self, pid):
+            return None
+
+    with zipfile.ZipFile(path) as zf:
+        data = next(n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1)
+        root = Reader(io.BytesIO(zf.read(data))).load()
+    names: list[str] = []
+
+    def walk(obj: _Saved, prefix: str) -> None:
+        for key, value in obj.attributes.items():
+            if value is _TENSOR:
+                names.append(prefix + key)
+            elif isinstance(value, _Saved):
+                walk(value, f"{prefix}{key}.")
+
+    walk(root, "")
+    return names
+
+
+def tensor_attributes(module, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the module loaded from ``path`` under every name its archive saves
+    (:func:`saved_tensor_names`), read from the live module (after any ``.to``)."""
+    return {name: functools.reduce(getattr, name.split("."), module) for name in saved_tensor_names(path)}
 
 
 def load(path: Path):
@@ -88,7 +135,7 @@ def audio(seconds: float = 0.4, sr: int = 44100) -> torch.Tensor:
 def test_every_tensor_is_a_parameter_or_a_buffer(files, kind):
     m = load(files[kind])
     state = dict(m.named_parameters()) | dict(m.named_buffers())
-    attrs = tensor_attributes(m)
+    attrs = tensor_attributes(m, files[kind])
     assert len(attrs) > 50  # the walk reaches the layers' own tensors
     plain = sorted(set(attrs) - set(state))
     assert plain == [], f"tensors outside the module's state: {plain[:10]}"
@@ -105,7 +152,7 @@ def test_to_moves_every_tensor(files, kind):
         ref = m.forward(x)  # also fills the streaming caches: they must move too
         z = m.prior(torch.zeros(1, 1, 4))
     m.to(torch.float64)
-    for name, t in tensor_attributes(m).items():
+    for name, t in tensor_attributes(m, files[kind]).items():
         assert not t.is_floating_point() or t.dtype == torch.float64, name
     # Computing in float64 after the move gives the float32 output (a fresh state).
     m = load(files[kind]).to(torch.float64)
@@ -128,15 +175,15 @@ def test_cuda_model_computes_on_the_gpu(files, kind, monkeypatch):
         ref = load(files[kind])
         want = {"forward": ref.forward(x), "decode": ref.decode(z)}
         m = load(files[kind]).to("cuda")
-        assert {t.device.type for t in tensor_attributes(m).values()} == {"cuda"}
+        assert {t.device.type for t in tensor_attributes(m, files[kind]).values()} == {"cuda"}
         got = {"forward": m.forward(x.cuda()).cpu(), "decode": m.decode(z.cuda()).cpu()}
     for name, y in got.items():
         assert (y - want[name]).abs().max() < 1e-4 * float(want[name].abs().max()) + 1e-7, name
 
 
 def test_files_hold_each_weight_once(model, files):
-    """The offline file used to hold the original weights beside the prepared ones (and
-    the prepared ones outside the state); now only what the kernels read is saved."""
+    """Each file holds only what its kernels read, in its state: the offline file not the
+    original weights beside the prepared ones, nor prepared ones outside the state."""
     weights = sum(p.numel() * p.element_size() for p in model.folded().parameters())
     assert weights > 4_000_000  # large enough for the archive's code not to dominate
     for kind, most in (("streaming", 1.05), ("offline", 2.5)):
