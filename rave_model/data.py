@@ -243,10 +243,11 @@ def auto_workers(device: Any, processes: int = 1, cores: int | None = None) -> i
 
 
 class _WorkerInit:
-    """A DataLoader worker's start: ignore Ctrl-C, and open its own LMDB handle.
+    """A DataLoader worker's start: ignore Ctrl-C and SIGTERM, and open its own LMDB handle.
 
-    Ctrl-C reaches the whole process group: workers ignore it so the main
-    process can finish its step, save and stop them cleanly. A forked worker
+    Ctrl-C reaches the whole process group, and so does a SIGTERM from a scheduler
+    or torch's launcher: workers ignore both so the main process can finish its
+    step, save and stop them cleanly. A forked worker
     inherits the parent's open LMDB environment when the parent read the dataset
     before the loader started (validation, the PCA, a previous stage's loader),
     and LMDB's documentation forbids using an environment across fork(). The
@@ -266,6 +267,7 @@ class _WorkerInit:
         from rave_data.dataset.reader import release
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         release(self.path)
 
 

@@ -5,7 +5,12 @@ inside the command so ``ravemodel --help`` stays instant.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -27,8 +32,7 @@ def fit_command(
 ) -> None:
     """Train all stages (VAE, adversarial, then any registered later stage) in
     order; running the same command again resumes where it stopped."""
-    from rave_model.data import DatasetError
-    from rave_model.train.runner import ConfigMismatch, TrainingDiverged, fit
+    from rave_model.train.distributed import launched
 
     if run is None:
         run = Path("runs") / f"{dataset.resolve().name}-{Path(preset).stem}"
@@ -36,46 +40,88 @@ def fit_command(
         _fail(f"{augment_config}: no such augmentation plan")
     if precision is not None:
         if precision not in ("auto", "32", "bf16", "16-mixed"):
-            typer.echo(f"error: --precision {precision}: choose auto, 32, bf16 or 16-mixed", err=True)
-            raise typer.Exit(2)
+            _fail(f"--precision {precision}: choose auto, 32, bf16 or 16-mixed")
         overrides = [*overrides, f'train.precision="{precision}"']
     if compile is not None:
         overrides = [*overrides, f"train.compile={'true' if compile else 'false'}"]
     if nproc > 1:
-        import sys
+        if launched():
+            _fail("--nproc starts processes itself; under torchrun leave it out (--nproc-per-node sets the number)")
+        from rave_model.train.launch import run_local
 
-        from rave_model.train.launch import relaunch
+        raise typer.Exit(run_local(nproc, ["-m", "rave_model", *_without_option(sys.argv[1:], "--nproc")]))
+    with _sigterm_as_ctrl_c():
+        _train(dataset, run, preset, overrides, device, augment_config, max_steps)
 
-        raise typer.Exit(relaunch(nproc, sys.argv))
+
+def _train(dataset: Path, run: Path, preset: str, overrides: list[str], device: str,
+          augment_config: Path | None, max_steps: int | None) -> None:
+    """This process's share of the job: :func:`rave_model.train.runner.fit`, its
+    errors as one line and an exit status (2 bad input, 1 a failed job, 130
+    interrupted). Under torch's launcher the error goes to the launcher, which names
+    the rank (see :func:`rave_model.train.launch.exit_with_error`)."""
+    import traceback
+
     from rave_model.train.distributed import ranks_from_env
-    from rave_model.train.failures import exit_now, worker_errors
+    from rave_model.train.launch import INTERRUPTED, exit_with_error, leave
+    from rave_model.train.runner import TrainingDiverged, fit
 
-    # OSError: an unreadable dataset file, a full disk while saving (the
-    # previous checkpoint stays, see checkpoint.save_atomic).
-    expected = (DatasetError, ConfigMismatch, TrainingDiverged, ValueError, OSError)
     try:
-        # Records a failure for the --nproc launcher (or torchrun) to name its rank.
-        with worker_errors(expected):
-            result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
-    except expected as exc:
-        _fail(str(exc))
-    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError and its MPS/CPU cousins
-        if "out of memory" not in str(exc).lower():
-            raise
-        _fail(f"out of memory on {device}: lower --set train.batch_size or data.n_signal (the last checkpoint is kept)")
+        result = fit(dataset, run, preset=preset, overrides=overrides, device=device, augment_config=augment_config, stop_after=max_steps)
     except KeyboardInterrupt:
-        typer.echo("interrupted; the last checkpoint is kept", err=True)
-        raise typer.Exit(130) from None
-    rank, world = ranks_from_env()[:2]
-    code = 130 if result.stopped and result.interrupted else 0
-    if not result.stopped and rank == 0:
+        if os.environ.get("TORCHELASTIC_ERROR_FILE") is None:
+            typer.echo("interrupted; the last checkpoint is kept", err=True)
+        leave(INTERRUPTED)
+    # Bad input: DatasetError, ConfigMismatch and a bad config value are ValueErrors.
+    except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+        exit_with_error(str(exc), 2)
+    except TrainingDiverged as exc:
+        exit_with_error(str(exc), 1)
+    except OSError as exc:  # a full disk while saving: the previous checkpoint stays
+        exit_with_error(str(exc), 1)
+    except Exception as exc:
+        if "out of memory" in str(exc).lower():  # torch.cuda.OutOfMemoryError and its MPS/CPU cousins
+            exit_with_error(f"out of memory on {device}: lower --set train.batch_size or data.n_signal (the last checkpoint is kept)", 1)
+        exit_with_error(f"{type(exc).__name__}: {exc}", 1, traceback.format_exc())
+    if not result.stopped and ranks_from_env()[0] == 0:
         typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
-    if world > 1:
-        exit_now(code)  # everything is saved and the group torn down (see exit_now)
-    if code:
-        raise typer.Exit(code)
+    leave(INTERRUPTED if result.stopped and result.interrupted else 0)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job, torch's launcher passing a signal on) asks
+    for the same stop as Ctrl-C: every rank saves and leaves at the same step. Later
+    ones are ignored, so a process already stopping finishes saving."""
+    fired = False
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2)

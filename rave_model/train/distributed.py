@@ -1,43 +1,33 @@
 """Training on several processes (GPUs, machines) through torch.distributed.
 
-One training process per device. A process learns its place from the environment
-variables ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``LOCAL_WORLD_SIZE``), so the same code runs under ``torchrun --nnodes ...`` and under
-our own ``ravemodel fit --nproc N`` (rave_model.train.launch), which sets the same
-variables plus ``RAVE_DIST_STORE``: a file rendezvous instead of a TCP port, so a
-local run never listens on a network interface.
+One training process per device, started by torch's elastic launcher: ``torchrun``, or
+``ravemodel fit --nproc N`` (:mod:`rave_model.train.launch`), which runs the same
+launcher in-process. A process learns its place from the variables the launcher sets
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT``) and joins the group with ``init_method="env://"``.
 
 Everything here degrades to a no-op in a single process (no process group), so the
 training loop calls these helpers unconditionally:
 
 - :func:`setup` / :func:`teardown`: the process group (NCCL on GPUs, gloo on CPUs).
-- :func:`is_main`, :func:`barrier`, :func:`any_rank`, :func:`reduce_mean`,
-  :func:`broadcast_object`, :func:`main_computes`, :func:`require_same`: the few
+- :func:`any_rank`, :func:`reduce_mean`, :func:`broadcast_object`,
+  :func:`main_computes`, :func:`require_same`, :func:`broadcast_module`: the few
   collectives a training loop needs.
-- :func:`wrap_model` / :func:`unwrap_model`: DistributedDataParallel in one place.
+- :func:`wrap_model`: DistributedDataParallel in one place.
 - :func:`rescale_offset`: a data position saved by N processes, for M.
 
-How a failing rank is reported is in :mod:`rave_model.train.failures`.
-
-torch is imported inside functions: ``ravemodel --help`` and the launcher parent
-(which only starts processes) never pay for it.
+torch is imported inside functions: ``ravemodel --help`` never pays for it.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
-
-# Set by rave_model.train.launch for the processes it starts (never by torchrun).
-STORE_ENV = "RAVE_DIST_STORE"
-# A debugging aid: every rank saves its final state there (see dump_state).
-DUMP_ENV = "RAVE_DIST_DUMP"
 
 
 @dataclass(frozen=True)
@@ -162,14 +152,7 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
         torch.cuda.set_device(torch.device(dev))
     timeout = datetime.timedelta(seconds=timeout_s)
     if not dist.is_initialized():
-        store_path = os.environ.get(STORE_ENV)
-        if store_path:
-            # Local launch: a shared file is the rendezvous, no TCP port is opened.
-            store = dist.FileStore(store_path, world)
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
-        else:
-            # torchrun (one machine or many): MASTER_ADDR/MASTER_PORT or its agent store.
-            dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, timeout=timeout)
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, timeout=timeout)
     _CURRENT = DistContext(rank, world, local_rank, local_world, dev, backend)
     return _CURRENT
 
@@ -197,18 +180,6 @@ def _comm_device() -> "torch.device":
     import torch
 
     return torch.device(_CURRENT.device if _CURRENT.backend == "nccl" else "cpu")
-
-
-def is_main() -> bool:
-    return _CURRENT.is_main
-
-
-def barrier() -> None:
-    """Wait until every rank gets here (e.g. rank 0 finished writing a checkpoint)."""
-    if _group_active():
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def any_rank(flag: bool) -> bool:
@@ -350,31 +321,6 @@ def wrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
     return DDP(module, device_ids=ids, static_graph=True)
 
 
-def unwrap_model(module: "torch.nn.Module") -> "torch.nn.Module":
-    """The plain module inside a DDP wrapper (what checkpoints store)."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    return module.module if isinstance(module, DDP) else module
-
-
-def dump_state(model: "torch.nn.Module", stage: Any = None, tag: str = "final") -> None:
-    """With ``RAVE_DIST_DUMP=DIR`` set, save this rank's model and stage state (the
-    discriminator, the prior, the optimizers) to ``DIR/<tag>.rank<R>.pt``.
-
-    A test and debugging aid: after a distributed run every rank's file must hold the
-    same values as rank 0's checkpoint. Without the variable it does nothing.
-    """
-    folder = os.environ.get(DUMP_ENV)
-    if not folder:
-        return
-    import torch
-
-    state = {"model": model.state_dict(), "stage": stage.state_dict() if stage is not None else {}}
-    path = Path(folder) / f"{tag}.rank{own_rank()}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-
-
 def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_size: int) -> int:
     """A data position saved by ``saved_world_size`` processes, for ``world_size``.
 
@@ -390,11 +336,3 @@ def rescale_offset(offset: int, saved_world_size: int, world_size: int, batch_si
     consumed = offset * saved_world_size
     return consumed // world_size // batch_size * batch_size
 
-
-def own_rank() -> int:
-    """This process's rank: from the environment, which is right even before
-    :func:`setup` and after :func:`teardown`."""
-    try:
-        return ranks_from_env()[0]
-    except ValueError:
-        return _CURRENT.rank

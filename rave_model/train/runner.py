@@ -47,6 +47,8 @@ class FitResult:
     #: (stage, step, losses) of every step taken by this call.
     history: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
     checkpoint: Path | None = None
+    #: The trained RAVE module (this process's copy), as the call left it.
+    model: Any = None
 
 
 def pick_device(name: str = "auto") -> Any:
@@ -167,7 +169,7 @@ def fit(
     elif is_main:
         log.text("config", "```\n" + to_toml(cfg.to_dict()) + "\n```")
 
-    result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])))
+    result = FitResult(run_dir=run_dir, done=list((ckpt or {}).get("done", [])), model=model)
     if ckpt is not None:  # a finished run asked again reports its checkpoint
         result.checkpoint = ckpt_io.checkpoint_dir(run_dir) / ckpt_io.LAST
     position = DataPosition.from_dict((ckpt or {}).get("data"))
@@ -268,7 +270,6 @@ def fit(
                 # Rank 0 alone (e.g. the latent PCA), then its model state to all.
                 info = distributed.main_computes(stage.on_complete)
                 distributed.broadcast_module(model)
-                distributed.dump_state(model, stage, name)
                 if info:
                     ctx.info[name] = info
                 result.done.append(name)
@@ -278,8 +279,6 @@ def fit(
                 del batches
     finally:
         log.close()
-        # Test/debug aid (RAVE_DIST_DUMP=DIR): every rank's final state, to compare.
-        distributed.dump_state(model, stage, "final")
         if group is not None:
             distributed.teardown()
     return result

@@ -1,20 +1,20 @@
-"""rave_model.train.distributed and .launch: shares of an epoch, the process group,
-DDP weights, rank-0-only side effects, stop flags, failures naming their rank, and
-resuming a run with a different number of processes.
+"""Training on several processes: shares of an epoch, resuming with another number
+of processes, and the real thing on the CPU (gloo) through torch's elastic launcher:
+``ravemodel fit --nproc 2``, two torchrun "machines" on localhost (c10d rendezvous),
+a failing rank told in one line, Ctrl-C and SIGTERM saving a checkpoint.
 
-The multi-process tests start real processes (gloo on the CPU, file rendezvous on
-loopback) running tests/rave_model/dist_worker.py, a toy training loop that uses the
-helpers exactly as the training loop does.
+tests/rave_model/dist_worker.py is what ``ravemodel fit`` runs in each process, plus
+saving each rank's final weights for the tests to compare.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +22,6 @@ import pytest
 from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
 from rave_model.train.stage import DataPosition
-from rave_model.train.failures import first_failure
-from rave_model.train.launch import launch_local, relaunch, strip_option
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -98,7 +96,7 @@ def test_single_process_helpers_are_local(monkeypatch: pytest.MonkeyPatch) -> No
         assert dist.any_rank(True) and not dist.any_rank(False)
         assert dist.broadcast_object({"x": 1}) == {"x": 1}
         m = torch.nn.Linear(2, 2)
-        assert dist.wrap_model(m) is m and dist.unwrap_model(m) is m
+        assert dist.wrap_model(m) is m
     finally:
         dist.teardown()
 
@@ -110,187 +108,112 @@ def test_mps_is_refused_for_several_processes() -> None:
         dist.pick_device("tpu", 0, 1)
 
 
-# --- real processes ------------------------------------------------------------------
+# --- how a failure is told ---------------------------------------------------------
 
 
-def _run(out: Path, nproc: int, *args: str):
-    out.mkdir(parents=True, exist_ok=True)
-    return launch_local([sys.executable, str(WORKER), str(out), *args], nproc)
+def test_the_first_failure_is_told_not_a_peers_later_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a rank fails its peers fail too, within the same second; the report names
+    the first. The error files are torch's format (its ProcessFailure reads them)."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from rave_model.train.launch import describe, exit_with_error, first_failure
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    files = {rank: tmp_path / f"rank{rank}.json" for rank in (0, 1)}
+    for rank, message, code in ((1, "RuntimeError: injected", 1), (0, "RuntimeError: Connection closed by peer", 1)):
+        monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(files[rank]))
+        with pytest.raises(SystemExit) as leaving:
+            exit_with_error(message, code, "Traceback (most recent call last): ..." if rank == 1 else None)
+        assert leaving.value.code == code
+    failures = {rank: ProcessFailure(rank, 100 + rank, 1, str(files[rank])) for rank in (0, 1)}
+    rank, failure = first_failure(failures)
+    assert rank == 1
+    error = failure.error_file_data["message"]
+    assert describe(rank, failure.exitcode, error) == "rank 1: RuntimeError: injected"
+    assert error["extraInfo"]["py_callstack"].startswith("Traceback")
+    assert "py_callstack" not in failures[0].error_file_data["message"]["extraInfo"]
+    assert describe(2, -9, None) == "rank 2 was killed by SIGKILL"
+    assert describe(3, 7, None) == "rank 3 exited with status 7"
 
 
-def _rank(out: Path, r: int) -> dict:
-    return json.loads((out / f"rank{r}.json").read_text())
+def test_nproc_is_refused_under_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
 
+    from rave_model.cli import app
 
-@pytest.fixture(scope="module")
-def two_procs_3_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 processes, 3 steps of a global batch of 12 (shared by several tests: each
-    launch costs seconds)."""
-    out = tmp_path_factory.mktemp("two")
-    res = _run(out, 2, "--steps", "3")
-    assert res.returncode == 0, res.failure
-    return out
-
-
-@pytest.fixture(scope="module")
-def one_proc_6_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("single")
-    res = _run(out, 1, "--steps", "6")
-    assert res.returncode == 0, res.failure
-    return out
-
-
-def test_two_processes_train_identical_weights_on_disjoint_shares(two_procs_3_steps: Path) -> None:
-    out = two_procs_3_steps
-    r0, r1 = _rank(out, 0), _rank(out, 1)
-    assert r0["world_size"] == r1["world_size"] == 2
-    # Initial weights differed per rank (seeded by rank); DDP made and kept them equal.
-    assert r0["weights"] == r1["weights"]
-    # 3 steps of 6 examples per rank, no example read twice.
-    assert len(r0["seen"]) == len(r1["seen"]) == 18
-    assert not set(r0["seen"]) & set(r1["seen"])
-    # reduce_mean gave every rank the same mean: rank ids average to 0.5.
-    assert r0["metrics"] == r1["metrics"]
-    assert all(m["rank"] == 0.5 for m in r0["metrics"])
-    # Rank 0 alone wrote the checkpoint and its side effects.
-    assert (out / "main_only.0").read_text() == "3"
-    assert not (out / "main_only.1").exists()
-    assert (out / "ckpt.pt").exists() and not (out / "ckpt.pt.tmp").exists()
-    # Nothing listened beyond loopback.
-    for r in (r0, r1):
-        assert r["listening"] and all(ip.startswith("127.") for ip in r["listening"]), r["listening"]
-
-
-@pytest.mark.parametrize("resume_nproc", [1])
-def test_checkpoint_of_two_processes_resumes_with_another_count(
-    two_procs_3_steps: Path, one_proc_6_steps: Path, tmp_path: Path, resume_nproc: int
-) -> None:
-    """2 processes for 3 steps, then `resume_nproc` for 3 more (crossing an epoch
-    boundary), equals one process for 6 steps: the epoch order does not depend on the
-    number of processes, the saved position is rescaled, and the toy keeps the global
-    batch constant."""
-    resumed = tmp_path / "resumed"
-    res = _run(resumed, resume_nproc, "--steps", "6", "--resume", str(two_procs_3_steps / "ckpt.pt"))
-    assert res.returncode == 0, res.failure
-    ref = _rank(one_proc_6_steps, 0)
-    for r in range(resume_nproc):
-        got = _rank(resumed, r)
-        assert got["step"] == 6
-        np.testing.assert_allclose(got["weights"], ref["weights"], rtol=1e-5, atol=1e-6)
-    # The resumed ranks together read what the single process read in steps 4-6.
-    seen = sorted(i for r in range(resume_nproc) for i in _rank(resumed, r)["seen"])
-    assert seen == sorted(ref["seen"][3 * 12 :])
-
-
-def test_a_stop_flag_on_one_rank_stops_all_at_the_same_step(tmp_path: Path) -> None:
-    out = tmp_path / "stop"
-    res = _run(out, 2, "--steps", "20", "--stop-rank", "1", "--stop-step", "2")
-    assert res.returncode == 0, res.failure
-    assert _rank(out, 0)["step"] == _rank(out, 1)["step"] == 2
-
-
-def test_failure_in_rank_1_stops_both_names_rank_1_and_keeps_the_checkpoint(tmp_path: Path) -> None:
-    import torch
-
-    out = tmp_path / "fail"
-    res = _run(out, 2, "--steps", "20", "--fail-rank", "1", "--fail-step", "3")
-    assert res.returncode != 0
-    assert res.failure is not None and res.failure.rank == 1
-    line = res.failure.describe()
-    assert line.startswith("rank 1 failed: RuntimeError: injected failure at step 3"), line
-    assert "Traceback" in res.failure.traceback
-    # Neither rank finished; rank 0's last good checkpoint (step 3) is intact.
-    assert not (out / "rank0.json").exists() and not (out / "rank1.json").exists()
-    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 3
-
-
-def test_first_failure_prefers_the_earliest_report(tmp_path: Path) -> None:
-    (tmp_path / "rank0.json").write_text(json.dumps(
-        {"rank": 0, "time": 20.0, "type": "RuntimeError", "message": "Connection closed by peer"}))
-    (tmp_path / "rank2.json").write_text(json.dumps(
-        {"rank": 2, "time": 10.0, "type": "ValueError", "message": "bad input"}))
-    f = first_failure(tmp_path, {0: (2.0, 1), 1: (3.0, -15), 2: (1.0, 1)})
-    assert f is not None and f.rank == 2 and f.describe() == "rank 2 failed: ValueError: bad input"
-    empty = tmp_path / "none"
-    empty.mkdir()
-    f = first_failure(empty, {0: (2.0, 0), 1: (1.0, -9)})
-    assert f is not None and f.describe() == "rank 1 was killed by SIGKILL"
-    assert first_failure(empty, {0: (1.0, 0)}) is None
-
-
-def test_workers_do_not_relaunch_and_torchrun_refuses_nproc(monkeypatch: pytest.MonkeyPatch) -> None:
-    argv = ["fit", "data", "--nproc", "2", "--run", "r", "--nproc=3", "--set", "train.seed=1"]
-    assert strip_option(argv, "--nproc") == ["fit", "data", "--run", "r", "--set", "train.seed=1"]
-    said: list[str] = []
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert relaunch(2, ["ravemodel", *argv], said.append) == 1
-    assert said and "under torchrun leave it out" in said[0]
+    out = CliRunner().invoke(app, ["fit", str(tmp_path), "--nproc", "2"])
+    assert out.exit_code == 2
+    assert "error: --nproc starts processes itself; under torchrun leave it out" in out.output
 
 
-# --- the real `ravemodel fit --nproc 2` -----------------------------------------------
+# --- real processes (gloo on the CPU) -------------------------------------------------
 
+WORKER = Path(__file__).with_name("dist_worker.py")
 # tiny preset, a few steps of every stage (vae 2, adversarial 2, prior 3).
 FIT_SETS = ["train.vae_steps=2", "train.adversarial_steps=2", "prior.steps=3", "train.val_every=2", "train.ckpt_every=2"]
+TIMEOUT = 300
 
 
-def _assert_same(a: Any, b: Any, where: str = "") -> None:
-    """Nested state dicts hold bitwise equal tensors."""
+def _sets(sets: list[str]) -> list[str]:
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _fit(bin_dir: Path, dataset: Path, run: Path, *args: str) -> list[str]:
+    return [str(bin_dir / "ravemodel"), "fit", str(dataset), "--preset", "tiny", "--run", str(run), "--device", "cpu", *args]
+
+
+def _assert_same(a: dict, b: dict, where: str) -> None:
+    """Two state dicts hold the same keys and bitwise equal tensors."""
     import torch
 
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}/{i}")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs between ranks"
-    else:
-        assert a == b, where
+    assert a.keys() == b.keys(), where
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{where}: {k} differs"
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a launcher and its processes (torch starts each in a session of its own)."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.rave_model.datasets import tiny_examples, write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("dist") / "ds", tiny_examples(12))
 
 
 @pytest.mark.slow
-def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_resumes_alone(
-    tmp_path: Path, bin_dir: Path
-) -> None:
-    import torch
-
+def test_ravemodel_fit_nproc_2_stops_with_a_checkpoint_that_one_process_resumes(dataset: Path, tmp_path: Path, bin_dir: Path) -> None:
     from rave_model.train import checkpoint as ckpt_io
-    from tests.rave_model.datasets import tiny_examples, write_dataset
 
-    ds = write_dataset(tmp_path / "ds", tiny_examples(12))
-    run, dump = tmp_path / "run", tmp_path / "dump"
-    sets = [a for s in FIT_SETS for a in ("--set", s)]
-    cmd = [str(bin_dir / "ravemodel"), "fit", str(ds), "--preset", "tiny", "--run", str(run), "--device", "cpu", *sets]
-    env = {**os.environ, "RAVE_DIST_DUMP": str(dump)}
-
+    run = tmp_path / "run"
+    cmd = _fit(bin_dir, dataset, run, *_sets(FIT_SETS))
     # Two processes: the whole VAE and adversarial stages, then 1 of the prior's 3 steps.
-    first = subprocess.run([*cmd, "--nproc", "2", "--max-steps", "5"], env=env, capture_output=True, text=True, timeout=600)
+    first = subprocess.run([*cmd, "--nproc", "2", "--max-steps", "5"], capture_output=True, text=True, timeout=TIMEOUT)
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("stopped at prior step 1/3") == 1, first.stderr  # rank 0 alone logs
-    for tag in ("vae", "adversarial", "final"):
-        r0 = torch.load(dump / f"{tag}.rank0.pt", weights_only=False)
-        r1 = torch.load(dump / f"{tag}.rank1.pt", weights_only=False)
-        # The ranks read different examples; only synchronised gradients keep the
-        # model, the discriminator, the prior and every optimizer state equal.
-        _assert_same(r0, r1, tag)
-    adversarial = torch.load(dump / "adversarial.rank1.pt", weights_only=False)
-    assert adversarial["stage"]["discriminator"], "the discriminator was compared"
-    final1 = torch.load(dump / "final.rank1.pt", weights_only=False)
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
     assert (ckpt["stage"], ckpt["step"], ckpt["done"]) == ("prior", 1, ["vae", "adversarial"])
     assert ckpt["data"]["world_size"] == 2
-    # Rank 0's checkpoint holds what rank 1 holds.
-    _assert_same(ckpt["model"], final1["model"], "model")
-    _assert_same(ckpt["stage_state"]["prior"], final1["stage"]["prior"], "prior")
-    # Only rank 0 wrote TensorBoard events.
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone
 
     # One process resumes the checkpoint of two and finishes the prior.
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr and "stage prior, step 1" in second.stderr
     assert "training complete: vae, adversarial, prior" in second.stdout
@@ -299,111 +222,121 @@ def test_ravemodel_fit_nproc_2_keeps_ranks_identical_through_every_stage_and_res
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_the_same_command_runs_under_torchrun_as_two_nodes(tmp_path: Path, bin_dir: Path) -> None:
-    """Two torchrun "machines" (static rendezvous, one process each) run the unchanged
-    command; only node 0 holds the run folder, and resuming works because rank 0
-    reads the checkpoint for everyone."""
+def test_two_torchrun_nodes_on_localhost_train_every_stage_with_identical_weights(dataset: Path, tmp_path: Path, bin_dir: Path) -> None:
+    """Two torchrun "machines" (c10d rendezvous on a localhost port, one process each)
+    train every stage. The ranks read different examples: only synchronised gradients
+    and the stage-end copy from rank 0 keep their weights equal."""
     import torch
 
     from rave_model.train import checkpoint as ckpt_io
-    from tests.rave_model.datasets import tiny_examples, write_dataset
 
-    ds = write_dataset(tmp_path / "ds", tiny_examples(12))
-    dump = tmp_path / "dump"
-    sets = [a for s in FIT_SETS for a in ("--set", s)]
-
-    def node(rank: int, port: int) -> subprocess.Popen:
-        # `--` keeps torchrun from reading our options (it would take --run for its --run-path).
-        cmd = [str(bin_dir / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "rave_model", "--",
-               "fit", str(ds), "--preset", "tiny", "--run", str(tmp_path / f"run-node{rank}"), "--device", "cpu",
-               *sets, "--max-steps", "1"]
-        env = {**os.environ, "RAVE_DIST_DUMP": str(dump)}
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    for attempt in (1, 2):  # a fresh run, then the same command resumes it
-        port = _free_port()
-        procs = [node(0, port), node(1, port)]
-        outs = [p.communicate(timeout=600) for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], outs
-        assert outs[0][1].count(f"stopped at vae step {attempt}/2") == 1, outs[0][1]
-        r0, r1 = (torch.load(dump / f"final.rank{r}.pt", weights_only=False) for r in (0, 1))
-        # Stopped mid-stage: BatchNorm running statistics are each rank's own since
-        # the last forward (DDP copies rank 0's at the start of each forward, the
-        # runner at each stage end; rank 0's are checkpointed). All else is equal.
-        for r in (r0, r1):
-            r["model"] = {k: v for k, v in r["model"].items() if "running_" not in k}
-        _assert_same(r0, r1, f"attempt {attempt}")
-    ckpt = ckpt_io.load(tmp_path / "run-node0" / "checkpoints" / "last.ckpt")
-    assert ckpt["step"] == 2 and ckpt["data"]["world_size"] == 2
-    assert not list((tmp_path / "run-node1").rglob("*.ckpt")), "rank 1 wrote no checkpoint"
+    run, out, port = tmp_path / "run", tmp_path / "out", _free_port()
+    cmd = [str(bin_dir / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+           "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "two-nodes",
+           str(WORKER), str(dataset), str(run), str(out), *_sets(FIT_SETS)]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                _kill_tree(p)
+    assert [p.returncode for p in nodes] == [0, 0], outs
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["done"] == r1["done"] == ["vae", "adversarial", "prior"]
+    _assert_same(r0["model"], r1["model"], "rank 1 against rank 0")
+    ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
+    assert ckpt["done"] == ["vae", "adversarial", "prior"] and ckpt["data"]["world_size"] == 2
+    _assert_same(ckpt["model"], r1["model"], "rank 1 against the checkpoint")
 
 
-def test_ravemodel_fit_nproc_reports_bad_input_once_naming_a_rank(tmp_path: Path, bin_dir: Path) -> None:
+@pytest.mark.slow
+def test_a_failing_rank_stops_the_job_in_one_line_naming_it(dataset: Path, tmp_path: Path) -> None:
+    from rave_model.train import checkpoint as ckpt_io
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    sets = _sets(["train.vae_steps=20", "train.ckpt_every=2", "train.val_every=100"])
+    cmd = [sys.executable, str(WORKER), str(dataset), str(run), str(out), *sets, "--fail-rank", "1", "--fail-step", "3", "--nproc", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 1, proc.stderr
+    # The bug's traceback once, then one line; rank 0's own failure (its peer gone) is not told.
+    assert proc.stderr.rstrip().splitlines()[-1] == "error: rank 1: RuntimeError: injected failure at step 3", proc.stderr
+    assert proc.stderr.count("error:") == 1 and proc.stderr.count("Traceback") == 1, proc.stderr
+    assert not out.exists()  # neither rank finished
+    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["step"] == 2  # the last good one is kept
+
+
+def test_bad_input_under_nproc_is_one_line_and_status_2(tmp_path: Path, bin_dir: Path) -> None:
     from tests.rave_model.datasets import tiny_examples, write_dataset
 
     ds = write_dataset(tmp_path / "ds", tiny_examples(6))
     run = tmp_path / "run"
-    cmd = [str(bin_dir / "ravemodel"), "fit", str(ds), "--preset", "tiny", "--run", str(run),
-           "--device", "cpu", "--nproc", "2", "--set", "train.batch_size=4"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
+    proc = subprocess.run(_fit(bin_dir, ds, run, "--nproc", "2", "--set", "train.batch_size=4"), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2, proc.stderr
     # 2 processes x 4 examples need 9: every rank refuses, the launcher says it once.
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: rank ") and "too small for batch size 4: need at least 9" in lines[0]
     assert not run.exists()
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path: Path, bin_dir: Path) -> None:
-    """A scheduler ending the job: the launcher passes SIGTERM on as Ctrl-C, the ranks
-    agree to stop after the same step, rank 0 saves, and nothing is left running."""
-    import signal
+def test_ranks_that_bring_different_datasets_are_refused(dataset: Path, tmp_path: Path) -> None:
+    """Each machine reads its own copy of the dataset: copies that differ are refused."""
+    from tests.rave_model.datasets import tiny_examples, write_dataset
 
+    other = write_dataset(tmp_path / "other", tiny_examples(13))
+    cmd = [sys.executable, str(WORKER), str(dataset), str(tmp_path / "run"), str(tmp_path / "out"),
+           "--rank1-dataset", str(other), "--nproc", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "differs between processes" in lines[0], proc.stderr
+    assert "'examples': 12" in lines[0] and "rank 1 has {'examples': 13" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_every_rank_with_a_checkpoint(dataset: Path, tmp_path: Path, bin_dir: Path, signal_: str) -> None:
+    """Ctrl-C in a terminal (SIGINT to the foreground process group) or a scheduler's
+    SIGTERM to the launcher: the ranks stop after the same step, rank 0 saves, nothing
+    is left running. Each rank has a DataLoader worker, which must outlive the signal."""
     import psutil
 
     from rave_model.train import checkpoint as ckpt_io
-    from tests.rave_model.datasets import tiny_examples, write_dataset
 
-    ds = write_dataset(tmp_path / "ds", tiny_examples(12))
     run = tmp_path / "run"
-    cmd = [str(bin_dir / "ravemodel"), "fit", str(ds), "--preset", "tiny", "--run", str(run), "--device", "cpu",
-           "--nproc", "2", "--set", "train.vae_steps=1000", "--set", "train.log_every=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = _fit(bin_dir, dataset, run, "--nproc", "2", *_sets(["train.vae_steps=1000", "train.log_every=1", "train.num_workers=1"]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         lines = []
-        for line in proc.stderr:  # wait until training runs
+        for line in proc.stderr:  # until training runs (or the launcher ends)
             lines.append(line)
             if "vae step 3/1000" in line:
                 break
-        workers = psutil.Process(proc.pid).children()
-        assert len(workers) == 2, lines
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) == 4, lines  # 2 ranks, a loader worker each
+        if signal_ == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            _kill_tree(proc)
     assert proc.returncode == 130, err
-    assert "interrupted; the last checkpoint is kept" in err
+    assert err.rstrip().endswith("interrupted; the last checkpoint is kept"), err
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert ckpt["stage"] == "vae" and ckpt["step"] >= 3
+    assert ckpt["stage"] == "vae" and ckpt["step"] >= 3 and ckpt["data"]["world_size"] == 2
     assert f"stopped at vae step {ckpt['step']}/1000" in err
-
-
-def test_ranks_that_bring_different_data_are_refused(tmp_path: Path) -> None:
-    res = _run(tmp_path / "differ", 2, "--steps", "1", "--differ")
-    assert res.failure is not None
-    assert "the toy data differs between processes: rank 0 has 48, rank 1 has 49" in res.failure.describe()
 
 
 def test_a_ranks_crops_are_drawn_as_one_process_would_at_that_place_of_the_epoch(tmp_path: Path) -> None:
