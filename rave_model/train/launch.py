@@ -37,9 +37,7 @@ def exit_with_error(message: str, code: int, traceback: str | None = None) -> No
     to the error file, which the launcher reports with the rank: N processes then do
     not print N copies. Alone it is printed as ``error: MESSAGE``, after
     ``traceback`` when there is one.
-
     """
-
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         info: dict[str, Any] = {"timestamp": time.time()}
@@ -122,8 +120,10 @@ def run_local(nproc: int, args: Sequence[str], say: Callable[[str], None] | None
     logging.getLogger("torch.distributed.elastic").propagate = False
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, shutdown_timeout=SHUTDOWN_S,
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
     )
+    if hasattr(config, "shutdown_timeout"):  # older torch waits a fixed 30 s
+        config.shutdown_timeout = SHUTDOWN_S
     try:
         elastic_launch(config, sys.executable)("-u", *args)
     except (KeyboardInterrupt, SignalException):

@@ -287,7 +287,7 @@ def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
 )
 def test_ravemodel_fit_refuses_bad_input_in_one_line(dataset, tmp_path, bin_dir, args, message):
     proc = subprocess.run(_fit_cmd(bin_dir, dataset, tmp_path / "run", *args), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -295,7 +295,7 @@ def test_ravemodel_fit_refuses_bad_input_in_one_line(dataset, tmp_path, bin_dir,
 
 def test_ravemodel_fit_missing_dataset(tmp_path, bin_dir):
     proc = subprocess.run(_fit_cmd(bin_dir, tmp_path / "nowhere", tmp_path / "run"), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "nowhere: no data.mdb" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "nowhere: no data.mdb" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
