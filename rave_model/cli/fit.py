@@ -15,6 +15,7 @@ from typing import Iterator
 import typer
 
 from rave_model.cli.app import app
+from rave_model.cli.errors import BAD_INPUT, FAILED, INTERRUPTED
 
 
 @app.command("fit")
@@ -63,7 +64,7 @@ def _train(dataset: Path, run: Path, preset: str, overrides: list[str], device: 
     import traceback
 
     from rave_model.train.distributed import ranks_from_env
-    from rave_model.train.launch import INTERRUPTED, exit_with_error, leave
+    from rave_model.train.launch import exit_with_error, leave
     from rave_model.train.runner import TrainingDiverged, fit
 
     try:
@@ -74,15 +75,15 @@ def _train(dataset: Path, run: Path, preset: str, overrides: list[str], device: 
         leave(INTERRUPTED)
     # Bad input: DatasetError, ConfigMismatch and a bad config value are ValueErrors.
     except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
-        exit_with_error(str(exc), 2)
+        exit_with_error(str(exc), BAD_INPUT)
     except TrainingDiverged as exc:
-        exit_with_error(str(exc), 1)
+        exit_with_error(str(exc), FAILED)
     except OSError as exc:  # a full disk while saving: the previous checkpoint stays
-        exit_with_error(str(exc), 1)
+        exit_with_error(str(exc), FAILED)
     except Exception as exc:
         if "out of memory" in str(exc).lower():  # torch.cuda.OutOfMemoryError and its MPS/CPU cousins
-            exit_with_error(f"out of memory on {device}: lower --set train.batch_size or data.n_signal (the last checkpoint is kept)", 1)
-        exit_with_error(f"{type(exc).__name__}: {exc}", 1, traceback.format_exc())
+            exit_with_error(f"out of memory on {device}: lower --set train.batch_size or data.n_signal (the last checkpoint is kept)", FAILED)
+        exit_with_error(f"{type(exc).__name__}: {exc}", FAILED, traceback.format_exc())
     if not result.stopped and ranks_from_env()[0] == 0:
         typer.echo(f"training complete: {', '.join(result.done)} -> {result.checkpoint}")
     leave(INTERRUPTED if result.stopped and result.interrupted else 0)
@@ -124,4 +125,4 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(BAD_INPUT)
