@@ -9,7 +9,7 @@ mp3, ogg, m4a; mono and stereo. ``compressed``: Vorbis, Opus, MP3 and AAC
 
 - **prep**: the real command, ``ravedata prep corpus/ out/ --sr SR --jobs N``;
 - **(a) limit**: decode + mix + resample of the same files with the same
-  libraries (rave_data.decode with its fastest decoder per format,
+  libraries (rave_data.io.decode with its fastest decoder per format,
   process.channels, process.resample) in a pool of N processes, output
   discarded: what prep cannot beat;
 - **acids-rave** (opt-in: ``--rave PATH`` or ``$RAVE_BIN``): the reference's own
@@ -162,8 +162,8 @@ def _write_blocks(path: Path, x: np.ndarray, sr: int, subtype: str | None) -> No
 
 
 def _decode_resample(path: str, sr: int, channels: int) -> int:
-    from rave_data.decode import open_audio
-    from rave_data.pipeline import BLOCK_FRAMES
+    from rave_data.io.decode import open_audio
+    from rave_data.prep.blocks import BLOCK_FRAMES
     from rave_data.process.channels import to_channels
     from rave_data.process.resample import StreamResampler
 
@@ -179,11 +179,11 @@ def _decode_resample(path: str, sr: int, channels: int) -> int:
 def limit(files: list[Path], sr: int, jobs: int) -> float:
     import multiprocessing as mp
 
-    from rave_data.prep import work_estimate
+    from rave_data.prep.pool import work_estimate
 
     # Like prep's workers: spawned, one BLAS thread each (OMP_NUM_THREADS=1 is
     # set by main() and inherited), and started in prep's own order (most
-    # estimated work first, rave_data.prep.start_order), so that the ratio
+    # estimated work first, rave_data.prep.pool.start_order), so that the ratio
     # measures prep's overhead, not a better schedule: in plain size order this
     # limit measured ~0.1 s more on the mixed corpus.
     files = sorted(files, key=lambda f: -work_estimate(f.name, f.stat().st_size))
@@ -318,9 +318,9 @@ def per_file_breakdown(files: list[Path], corpus: Path, work: Path, sr: int) -> 
     also trim, measure, normalise, write the audio, encode the examples),
     best of 2. The gap is prep's per-file work; the rest of the wall-time gap
     is start-up, scheduling and the commits of the parent."""
-    from rave_data.job import SourceJob
-    from rave_data.pipeline import process_source
-    from rave_data.settings import PrepSettings
+    from rave_data.prep.job import SourceJob
+    from rave_data.prep.worker import process_source
+    from rave_data.prep.settings import PrepSettings
 
     out = work / "out_breakdown"
     shutil.rmtree(out, ignore_errors=True)
@@ -360,7 +360,8 @@ def run_rave(rave: Path, corpus: Path, out: Path, sr: int, exts: list[str]) -> t
 def decoder_table(files: list[Path], repeat: int = 3) -> None:
     """Every decoder that reads each file, in this one process: real-time
     multiple (best of ``repeat``) and the frames it gives."""
-    from rave_data.decode import decoders_for, open_audio
+    from rave_data.io.decode import open_audio
+    from rave_data.io.decoder_choice import decoders_for
 
     print(f"{'file':28s} {'decoder':10s} {'x real time':>12s} {'frames':>10s}  (chosen order)")
     for f in files:
@@ -402,7 +403,7 @@ def main() -> None:
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[args.layout]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prep_"))
     if args.decoders:
-        from rave_data.discover import find_audio
+        from rave_data.io.discover import find_audio
 
         make_corpus(work / "corpus-decoders", 2.0 * len(LAYOUT_DECODERS), LAYOUT_DECODERS)
         print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
@@ -410,7 +411,7 @@ def main() -> None:
         return
     corpus = work / ("corpus" if args.layout == "mixed" else f"corpus-{args.layout}")
     seconds = make_corpus(corpus, minutes, LAYOUTS[args.layout])
-    from rave_data.discover import find_audio
+    from rave_data.io.discover import find_audio
 
     files = find_audio([corpus])
     print(f"corpus: {len(files)} files, {seconds / 60:.1f} min, formats {sorted({f.suffix for f in files})}; "

@@ -36,7 +36,7 @@ import soundfile as sf  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rave_data.decode import open_audio  # noqa: E402
+from rave_data.io.decode import open_audio  # noqa: E402
 from rave_data.process import LoudnessMeter, SilenceTrimmer, StreamResampler, to_channels  # noqa: E402
 from rave_data.process.resample import BETA, LOWPASS_FILTER_WIDTH, ROLLOFF  # noqa: E402
 
@@ -156,7 +156,7 @@ def bench_steps(folder: Path, seconds: float, repeat: int) -> None:
             r.flush()
 
     def trim() -> None:
-        t = SilenceTrimmer(48000, 1)
+        t = SilenceTrimmer(48000, 1, -60.0, 1.0)
         for b in mono48:
             t.process(b)
         t.flush()

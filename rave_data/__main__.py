@@ -1,3 +1,5 @@
+"""``python -m rave_data``: the same as the ``ravedata`` command."""
 from rave_data.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,8 @@
 """How much audio is there? The library behind ``ravedata duration``.
 
-:func:`audit` walks the given paths with :func:`rave_data.discover.find_audio`
+:func:`audit` walks the given paths with :func:`rave_data.io.discover.find_audio`
 (so it agrees with ``prep`` on what counts as audio), reads every file's
-header with :func:`rave_data.probe.probe` (never its samples), and returns an
+header with :func:`rave_data.io.probe.probe` (never its samples), and returns an
 :class:`Audit`: totals, groups by format / sample rate / channels, shortest
 and longest files, a histogram of durations, per-folder totals, the files it
 could not read with the reason, and a section per prepared dataset (an LMDB
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rave_data.audioinfo import AudioInfo, DecodeError
-from rave_data.discover import find_audio
+from rave_data.io.audioinfo import AudioInfo, DecodeError
+from rave_data.io.discover import find_audio
 
 #: Threads reading headers. Mostly waiting (on the disk when headers are
 #: not cached; PyAV's header reads of m4a/aac/wma), so more threads
@@ -222,8 +222,8 @@ class MissingPath(FileNotFoundError):
 
 
 def _probe_one(path: Path) -> AudioInfo | Unreadable:
-    from rave_data.discover import broken_link
-    from rave_data.probe import probe
+    from rave_data.io.discover import broken_link
+    from rave_data.io.probe import probe
 
     try:
         return probe(path)
@@ -251,7 +251,7 @@ def audit(
             raise MissingPath(root)
     result = Audit(roots=roots)
     found = find_audio(roots, recursive=recursive)
-    from rave_data.probe import AV_ONLY
+    from rave_data.io.probe import AV_ONLY
 
     if workers is None:
         workers = MAX_WORKERS

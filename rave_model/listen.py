@@ -184,8 +184,8 @@ def _scripted_listener(path: Path, module: Any) -> Listener:
 def load_audio(path: Path | str, sr: int, channels: int) -> np.ndarray:
     """Any audio file -> float32 [channels, n] at ``sr`` (downmixed or duplicated
     to ``channels``, resampled with rave_data's band-limited resampler)."""
-    from rave_data.audioinfo import DecodeError
-    from rave_data.decode import read_all
+    from rave_data.io.audioinfo import DecodeError
+    from rave_data.io.decode import read_all
     from rave_data.process.channels import to_channels
     from rave_data.process.resample import resample
 

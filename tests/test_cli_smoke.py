@@ -7,7 +7,7 @@ import sys
 
 def test_ravedata_help_does_not_import_torch():
     code = (
-        "import sys; from typer.testing import CliRunner; from rave_data.cli import app;"
+        "import sys; from typer.testing import CliRunner; from rave_data.cli.app import app;"
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
         "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules];"
         "assert not bad, bad"

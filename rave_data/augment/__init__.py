@@ -17,18 +17,10 @@ from __future__ import annotations
 
 from rave_data.augment.chain import Chain, ChainStep
 from rave_data.augment.contract import AugmentError, Augmenter, Param
-from rave_data.augment.plan import (
-    DEFAULT_VARIANTS,
-    Plan,
-    Step,
-    default_plan,
-    load_plan,
-    parse_plan,
-    variant_rng,
-)
+from rave_data.augment.plan import Plan, Step, default_plan, load_plan, parse_plan, variant_rng
 from rave_data.augment.registry import Registry, get_registry
 
 __all__ = [
-    "DEFAULT_VARIANTS", "AugmentError", "Augmenter", "Chain", "ChainStep", "Param", "Plan",
+    "AugmentError", "Augmenter", "Chain", "ChainStep", "Param", "Plan",
     "Registry", "Step", "default_plan", "get_registry", "load_plan", "parse_plan", "variant_rng",
 ]

@@ -28,8 +28,6 @@ from rave_data.augment.chain import Chain, ChainStep
 from rave_data.augment.contract import AugmentError, Augmenter
 from rave_data.plugins import error_line
 
-#: Augmented versions written per source by ``prep --augment`` (see docs/augmentation.md).
-DEFAULT_VARIANTS = 4
 #: How many times sample() redraws to honour min_steps before giving up on it.
 _MAX_REDRAWS = 64
 
@@ -142,10 +140,8 @@ def parse_plan(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
 
 
 def _read_toml(text: str, source: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -30,7 +30,7 @@ class PreviewResult:
 
 def read_excerpt(path: Path, start: float, seconds: float) -> tuple[np.ndarray, int]:
     """[channels, n] float32 from ``start`` for ``seconds`` (0 = to the end), streamed."""
-    from rave_data.decode import open_audio
+    from rave_data.io.decode import open_audio
 
     with open_audio(path) as src:
         sr = src.info.sr

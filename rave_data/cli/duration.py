@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from rave_data.cli.app import app
-
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
 BAR_WIDTH = 40
 
 
-@app.command("duration")
 def duration(
     paths: Optional[list[Path]] = typer.Argument(
         None,

@@ -10,8 +10,6 @@ from typing import Any
 
 import typer
 
-from rave_data.cli.app import app
-
 
 def _fmt(value: Any) -> str:
     if isinstance(value, list):
@@ -36,7 +34,6 @@ def _param_line(p: dict[str, Any]) -> str:
     return "    " + "  ".join(parts) + (f"  - {p['doc']}" if p["doc"] else "")
 
 
-@app.command("plugins")
 def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (augmenters, plugins, errors, notes)."),
 ) -> None:

@@ -1,8 +1,9 @@
 """``ravedata prep IN OUT``: a thin wrapper over :func:`rave_data.prep.prep`.
 
-Parses options into :class:`~rave_data.settings.PrepSettings`, draws the
-progress bar, prints the summary (or JSON) and sets the exit status. Every
-option is explained in docs/prep.md.
+Parses options into :class:`~rave_data.prep.settings.PrepSettings` (whose
+defaults are the options' defaults), draws the progress bar, prints the
+summary (or JSON) and sets the exit status. Every option is explained in
+docs/prep.md.
 """
 from __future__ import annotations
 
@@ -11,29 +12,31 @@ from typing import Optional
 
 import typer
 
-from rave_data.cli.app import app
+from rave_data.prep.settings import DEFAULT_VARIANTS, PrepSettings
+
+#: The settings of a bare ``ravedata prep IN OUT``.
+DEFAULTS = PrepSettings()
 
 
-@app.command("prep")
 def prep_command(
     in_dir: Path = typer.Argument(..., help="Folder of recordings (searched recursively).", show_default=False),
     out_dir: Path = typer.Argument(..., help="Dataset folder to create or update.", show_default=False),
-    sr: int = typer.Option(44100, "--sr", help="Target sample rate in Hz (the model's rate)."),
-    channels: int = typer.Option(1, "--channels", help="Channels to keep: 1 = mono mix; N > 1 keeps N (mono is duplicated)."),
-    normalize: str = typer.Option("peak", "--normalize", help="peak | loudness | none."),
-    target_lufs: float = typer.Option(-23.0, "--target-lufs", help="Loudness target for --normalize loudness (LUFS)."),
-    peak_db: float = typer.Option(-1.0, "--peak-db", help="Peak level for --normalize peak, ceiling for loudness (dBFS)."),
-    no_trim: bool = typer.Option(False, "--no-trim", help="Keep all silence (no trimming at all)."),
-    max_silence: float = typer.Option(1.0, "--max-silence", help="Internal silences longer than this (s) are shortened to it."),
-    silence_db: float = typer.Option(-60.0, "--silence-db", help="Level below which audio counts as silence (dBFS)."),
-    fmt: str = typer.Option("wav", "--format", help="Processed audio format under out/audio: wav | flac."),
-    bits: int = typer.Option(16, "--bits", help="Bit depth of the processed audio files: 16 | 24."),
-    num_signal: int = typer.Option(131072, "--num-signal", help="Training crop length; each LMDB example holds 2x this per channel."),
-    pad_short: bool = typer.Option(False, "--pad-short", help="Zero-pad files shorter than one example into one example."),
-    pack: bool = typer.Option(False, "--pack", help="Pack files shorter than one example and the tails of longer ones into whole examples (5 ms crossfades; provenance in the manifest)."),
-    augment: bool = typer.Option(False, "--augment", help="Also write augmented variants of every source."),
-    variants: Optional[int] = typer.Option(None, "--variants", help="Augmented variants per source (default 4 with --augment)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the augmentation draws."),
+    sr: int = typer.Option(DEFAULTS.sr, "--sr", help="Target sample rate in Hz (the model's rate)."),
+    channels: int = typer.Option(DEFAULTS.channels, "--channels", help="Channels to keep: 1 = mono mix; N > 1 keeps N (mono is duplicated)."),
+    normalize: str = typer.Option(DEFAULTS.normalize, "--normalize", help="peak | loudness | none."),
+    target_lufs: float = typer.Option(DEFAULTS.target_lufs, "--target-lufs", help="Loudness target for --normalize loudness (LUFS)."),
+    peak_db: float = typer.Option(DEFAULTS.peak_db, "--peak-db", help="Peak level for --normalize peak, ceiling for loudness (dBFS)."),
+    no_trim: bool = typer.Option(not DEFAULTS.trim, "--no-trim", help="Keep all silence (no trimming at all)."),
+    max_silence: float = typer.Option(DEFAULTS.max_silence, "--max-silence", help="Internal silences longer than this (s) are shortened to it."),
+    silence_db: float = typer.Option(DEFAULTS.silence_db, "--silence-db", help="Level below which audio counts as silence (dBFS)."),
+    fmt: str = typer.Option(DEFAULTS.format, "--format", help="Processed audio format under out/audio: wav | flac."),
+    bits: int = typer.Option(DEFAULTS.bits, "--bits", help="Bit depth of the processed audio files: 16 | 24."),
+    num_signal: int = typer.Option(DEFAULTS.num_signal, "--num-signal", help="Training crop length; each LMDB example holds 2x this per channel."),
+    pad_short: bool = typer.Option(DEFAULTS.pad_short, "--pad-short", help="Zero-pad files shorter than one example into one example."),
+    pack: bool = typer.Option(DEFAULTS.pack, "--pack", help="Pack files shorter than one example and the tails of longer ones into whole examples (5 ms crossfades; provenance in the manifest)."),
+    augment: bool = typer.Option(DEFAULTS.augment, "--augment", help="Also write augmented variants of every source."),
+    variants: Optional[int] = typer.Option(None, "--variants", help=f"Augmented variants per source (default {DEFAULT_VARIANTS} with --augment)."),
+    seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seed of the augmentation draws."),
     augment_config: Optional[Path] = typer.Option(None, "--augment-config", help="Augmentation plan (TOML) instead of the default plan."),
     include: Optional[list[str]] = typer.Option(None, "--include", help="Only files matching this glob (repeatable)."),
     exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Skip files matching this glob (repeatable)."),
@@ -48,7 +51,7 @@ def prep_command(
     import sys
 
     from rave_data.prep import PrepError, prep
-    from rave_data.settings import PrepSettings, SettingsError, read_plan_text
+    from rave_data.prep.settings import SettingsError, read_plan_text
 
     def fail(message: str) -> None:
         typer.echo(f"ravedata prep: error: {message}", err=True)
@@ -57,18 +60,13 @@ def prep_command(
     try:
         if augment_config is not None and not augment:
             raise SettingsError("--augment-config needs --augment")
-        n_variants = variants
-        if augment and n_variants is None:
-            from rave_data.augment import DEFAULT_VARIANTS
-
-            n_variants = DEFAULT_VARIANTS
         plan_text = read_plan_text(augment_config)
         if augment:
             _check_plan(plan_text)
         settings = PrepSettings(
             sr=sr, channels=channels, normalize=normalize, target_lufs=target_lufs, peak_db=peak_db,
             trim=not no_trim, max_silence=max_silence, silence_db=silence_db, format=fmt, bits=bits,
-            num_signal=num_signal, pad_short=pad_short, pack=pack, augment=augment, variants=n_variants or 0,
+            num_signal=num_signal, pad_short=pad_short, pack=pack, augment=augment, variants=variants,
             seed=seed, augment_plan=plan_text,
         )
     except (SettingsError, ValueError) as exc:
@@ -77,7 +75,7 @@ def prep_command(
 
     progress = None
     if not quiet and not as_json and sys.stderr.isatty():
-        from rave_data.progress import RichProgress
+        from rave_data.prep.progress import RichProgress
 
         progress = RichProgress()
     try:
@@ -100,7 +98,7 @@ def prep_command(
 
         typer.echo(json.dumps(report, indent=2))
     elif not quiet:
-        from rave_data.report import format_summary
+        from rave_data.prep.report import format_summary
 
         typer.echo(format_summary(report))
     if not report["dataset"]["examples"] and report["run"]["files_found"]:
@@ -115,10 +113,8 @@ def _check_plan(plan_text: str | None) -> None:
     """Fail before any work when the plan names unknown augmenters."""
     import tomllib
 
-    from rave_data.augment import parse_plan
+    from rave_data.augment import get_registry, parse_plan
     from rave_data.augment.plan import default_plan_text
-
-    from rave_data.augment import get_registry
 
     # A plugin that failed to load is named, even when the plan does not use it.
     reg = get_registry()

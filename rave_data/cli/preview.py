@@ -9,10 +9,7 @@ from typing import Optional
 
 import typer
 
-from rave_data.cli.app import app
 
-
-@app.command("preview")
 def preview(
     file: Path = typer.Argument(..., help="An audio file to augment.", show_default=False),
     augment_config: Optional[Path] = typer.Option(
@@ -35,8 +32,9 @@ def preview(
     version in order, on one time axis in seconds, log frequency in Hz and one
     dB colour scale) and the chains applied (STEM.preview.json). A version an
     augmenter fails on is drawn as an empty labelled panel and reported (exit
-    status 1); the others are still written."""
-    from rave_data.audioinfo import DecodeError
+    status 1); the others are still written. Exit status 2: FILE or the plan
+    cannot be used."""
+    from rave_data.io.audioinfo import DecodeError
     from rave_data.augment import default_plan, load_plan
     from rave_data.augment.preview import preview as run_preview
     from rave_data.augment.registry import get_registry
@@ -49,8 +47,9 @@ def preview(
         result = run_preview(file, plan, out or Path(f"preview-{file.stem}"), n=n, seed=seed,
                              start=start, seconds=seconds)
     except (DecodeError, ValueError, OSError) as e:
+        # An unreadable FILE, a bad plan, an excerpt past the end: bad input.
         typer.echo(f"ravedata preview: error: {e}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     failed = dict(result.failures)
     for i, (audio, chain) in enumerate(zip(result.audio, result.chains), 1):
         if audio is not None:

@@ -11,7 +11,7 @@ with the dataset for long, and a kill -9 while writing it costs nothing.
 
 A manifest line (one per output file) holds at least:
 ``source`` (path relative to in/), ``source_fingerprint`` (see
-:mod:`rave_data.fingerprint`), ``output`` (relative to out/), ``kind``
+:mod:`rave_data.prep.fingerprint`), ``output`` (relative to out/), ``kind``
 ("original" | "augmented"), ``variant`` (int or null), ``augment`` (chain
 record or null), ``seconds_in``, ``seconds_out``, ``sr``, ``channels``,
 ``steps`` (list of ``{"name", "params"}`` in order), ``keys``,
@@ -30,7 +30,7 @@ from rave_data.dataset.writer import GrowingEnv
 
 SETTINGS_KEY = b"settings"
 SOURCE_PREFIX = b"src/"
-#: The packed examples (``prep --pack``, rave_data.pack): their manifest lines
+#: The packed examples (``prep --pack``, rave_data.prep.pack): their manifest lines
 #: and the frames left over, one record for the whole dataset.
 PACKED_KEY = b"packed"
 

@@ -1,11 +1,11 @@
 """Decode audio files into streams of float32 blocks, whatever their format.
 
 Each format has its decoders in order, fastest exact one first
-(:mod:`rave_data.decoder_choice`; the measured table is in docs/prep.md):
+(:mod:`rave_data.io.decoder_choice`; the measured table is in docs/prep.md):
 
 - **soundfile** (libsndfile): PCM WAV/AIFF/W64/CAF read in place, FLAC and
   MP3 (it honours the LAME/Xing encoder delay and padding);
-- **pyav** (:mod:`rave_data.pyav_reader`, FFmpeg's decoders in-process, no
+- **pyav** (:mod:`rave_data.io.pyav_reader`, FFmpeg's decoders in-process, no
   system ffmpeg): Vorbis, Opus (twice libsndfile's speed), and the only
   reader of m4a/aac/wma;
 - **pedalboard** (JUCE): the last resort for a file the others refuse to
@@ -19,7 +19,7 @@ one, which decodes from the start and carries on where the first stopped. A
 file that still ends short is kept with what was decoded, the shortfall
 reported in :attr:`AudioSource.warnings` (``strict=True``: refused).
 
-Every failure is a :class:`~rave_data.audioinfo.DecodeError` whose message
+Every failure is a :class:`~rave_data.io.audioinfo.DecodeError` whose message
 names the file and the reason.
 
 Heavy libraries (soundfile, av, pedalboard) are imported inside the
@@ -39,8 +39,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rave_data.audioinfo import AudioInfo, DecodeError
-from rave_data.decoder_choice import AV_ONLY, DECODERS, decoders_for  # noqa: F401 - re-exported
+from rave_data.io.audioinfo import AudioInfo, DecodeError
+from rave_data.io.decoder_choice import AV_ONLY, decoders_for
 
 #: Subtypes that cannot hold NaN or infinity (integer PCM), so their blocks
 #: skip the finiteness check.
@@ -63,7 +63,7 @@ _SIZE_MISMATCH = re.compile(r"^\s*(data|SSND|RIFF|riff|FORM)\s*:\s*(\d+)\s*\(sho
 def _check_path(path: Path) -> None:
     """Refuse what is not a readable, non-empty regular file, with the reason."""
     if not os.path.exists(path):
-        from rave_data.discover import broken_link
+        from rave_data.io.discover import broken_link
 
         raise DecodeError(path, broken_link(path) or "no such file")
     try:
@@ -263,7 +263,7 @@ def _next_reader(path: Path, later: list[str], info: AudioInfo) -> _Reader | Non
         if name == "pedalboard":
             continue
         try:
-            reader = _OPENERS[name](path)
+            reader = OPENERS[name](path)
         except DecodeError:
             continue
         if (reader.info.sr, reader.info.channels) == (info.sr, info.channels):
@@ -333,7 +333,7 @@ def _open_soundfile(path: Path) -> _SoundFileReader:
         if fmt == "mp3":
             # Without a Xing/Info tag libsndfile estimates the length from the
             # file size; mp3_frames counts the frame headers, as `duration` does.
-            from rave_data.mp3_frames import mp3_exact_frames
+            from rave_data.io.mp3_frames import mp3_exact_frames
 
             frames = mp3_exact_frames(path) or frames
         info = AudioInfo(path, int(f.samplerate), int(f.channels), frames, fmt, f.subtype, "soundfile")
@@ -404,12 +404,15 @@ def _open_pedalboard(path: Path) -> _PedalboardReader:
 
 
 def _open_pyav(path: Path) -> _Reader:
-    from rave_data.pyav_reader import PyAVStream
+    from rave_data.io.pyav_reader import PyAVStream
 
     return PyAVStream(path)
 
 
-_OPENERS = {"soundfile": _open_soundfile, "pyav": _open_pyav, "pedalboard": _open_pedalboard}
+#: The decoders by name: each opens a path and returns a reader of its
+#: blocks, or raises. :func:`open_audio` tries them in the order
+#: :func:`~rave_data.io.decoder_choice.decoders_for` gives.
+OPENERS = {"soundfile": _open_soundfile, "pyav": _open_pyav, "pedalboard": _open_pedalboard}
 
 
 def open_audio(path: Path | str, strict: bool = False, decoders: tuple[str, ...] | None = None) -> AudioSource:
@@ -426,7 +429,7 @@ def open_audio(path: Path | str, strict: bool = False, decoders: tuple[str, ...]
     reasons: dict[str, str] = {}
     for i, name in enumerate(order):
         try:
-            reader = _OPENERS[name](path)
+            reader = OPENERS[name](path)
         except DecodeError as e:
             reasons[name] = e.reason
             continue

@@ -1,6 +1,6 @@
 """Which decoders read a file, in which order: chosen by its extension.
 
-Kept apart from :mod:`rave_data.decode` (numpy, the decoders) so that
+Kept apart from :mod:`rave_data.io.decode` (numpy, the decoders) so that
 ``prep``'s parent can choose what its workers preload without importing them.
 The order is measured, fastest exact decoder first: the table and how it was
 measured are in docs/prep.md ("Decoders").

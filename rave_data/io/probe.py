@@ -3,17 +3,17 @@
 :func:`probe` answers "how long, at which rate, how many channels" for every
 format ``prep`` reads, reading as little of the file as the format allows:
 
-- plain PCM/float WAV: :mod:`rave_data.wav_header` reads the chunk headers
+- plain PCM/float WAV: :mod:`rave_data.io.wav_header` reads the chunk headers
   in Python (a third of libsndfile's cost; same answers, anything unusual
   goes to libsndfile).
 - libsndfile (through soundfile): wav/aiff/flac/ogg/opus/caf/w64/mp3
   headers. Opening a file reads its header only.
 - mp3: libsndfile's frame count is exact when the file carries a Xing/Info
   (LAME) or VBRI tag, which every mainstream encoder writes; without one it
-  is an estimate from the file size, so :mod:`rave_data.mp3_frames` counts
+  is an estimate from the file size, so :mod:`rave_data.io.mp3_frames` counts
   the MPEG frame headers instead.
 - m4a/aac/wma (and anything libsndfile refuses): PyAV
-  (:func:`rave_data.pyav_reader.header`: FFmpeg's demuxers in-process, the
+  (:func:`rave_data.io.pyav_reader.header`: FFmpeg's demuxers in-process, the
   m4a edit list applied, a raw ADTS stream's packets counted), the same
   length ``prep`` decodes to. No system ffmpeg is involved.
 
@@ -27,9 +27,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rave_data.audioinfo import AudioInfo, DecodeError
-from rave_data.decoder_choice import AV_ONLY
-from rave_data.wav_header import read_wav_header
+from rave_data.io.audioinfo import AudioInfo, DecodeError
+from rave_data.io.decoder_choice import AV_ONLY
+from rave_data.io.wav_header import read_wav_header
 
 
 
@@ -58,7 +58,7 @@ def probe(path: Path | str) -> AudioInfo:
         except DecodeError:
             raise sf_error from None
     if info.format == "mp3":
-        from rave_data.mp3_frames import mp3_exact_frames
+        from rave_data.io.mp3_frames import mp3_exact_frames
 
         frames = mp3_exact_frames(path)
         if frames is not None and frames != info.frames:
@@ -187,7 +187,7 @@ def _sf_reason(error_string: str) -> str:
 
 
 def _probe_pyav(path: Path) -> AudioInfo:
-    from rave_data.pyav_reader import header
+    from rave_data.io.pyav_reader import header
 
     return header(path)
 

@@ -9,7 +9,7 @@ Exact lengths. FFmpeg's demuxers already drop the encoder delay the file
 declares (Opus pre-skip, Vorbis/Opus end granule, MP3 LAME gapless info, the
 start of an m4a edit list): the one thing left is the end padding of AAC in
 mp4/m4a, which the decoder still outputs (441344 frames for a 441000-frame
-file). So the length promised in :class:`~rave_data.audioinfo.AudioInfo` is
+file). So the length promised in :class:`~rave_data.io.audioinfo.AudioInfo` is
 the header's (edit lists applied) and the decoded stream is cut to it.
 
 - :func:`header` reads that length without decoding (``ravedata duration``
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rave_data.audioinfo import AudioInfo, DecodeError
+from rave_data.io.audioinfo import AudioInfo, DecodeError
 
 #: Samples per AAC frame: a raw ADTS stream has no length in any header, and
 #: counting its packets (demux only) is exact.
@@ -105,7 +105,7 @@ def _info(path: Path, container: Any) -> AudioInfo:
         raise DecodeError(path, "duration unknown (no duration in any header)")
     if fmt == "mp3" and codec.startswith("mp3"):
         # Without a Xing/Info tag the demuxer estimates from the bitrate.
-        from rave_data.mp3_frames import mp3_exact_frames
+        from rave_data.io.mp3_frames import mp3_exact_frames
 
         frames = mp3_exact_frames(path) or frames
     if frames <= 0:

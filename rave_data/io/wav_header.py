@@ -1,4 +1,4 @@
-"""Read a plain WAV header in Python: the fast path of :mod:`rave_data.probe`.
+"""Read a plain WAV header in Python: the fast path of :mod:`rave_data.io.probe`.
 
 Why not libsndfile for every WAV: ``sf_open`` parses every chunk and makes
 a dozen system calls; for the common PCM/float RIFF file, one buffered read

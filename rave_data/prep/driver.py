@@ -1,17 +1,18 @@
 """``prep``: a folder of recordings -> a RAVE training set, incrementally.
 
-The parallel driver around :func:`rave_data.pipeline.process_source`:
+The driver around :func:`rave_data.prep.worker.process_source`:
 
 1. lock ``out/`` (one writer), check the settings it was made with;
 2. recover from a killed run: sweep LMDB keys no committed source owns,
-   delete temp files;
+   delete temp files (:mod:`rave_data.prep.state`);
 3. find the sources; fingerprint the committed ones (the workers do the new
    ones); keep the unchanged, drop the ones gone;
-4. process the rest in a process pool (workers forked from a clean fork
-   server), starting the most work first (:func:`start_order`), and commit
-   the results **in that same order**: it depends only on the sources, never
-   on ``--jobs``, so neither do the keys and the dataset;
-5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``.
+4. process the rest in worker processes (:mod:`rave_data.prep.pool`),
+   starting the most work first, and commit the results **in that same
+   order**: it depends only on the sources, never on ``--jobs``, so neither
+   do the keys and the dataset;
+5. derive ``manifest.jsonl``, ``metadata.yaml`` and ``report.json``
+   (:mod:`rave_data.prep.report`).
 
 A source is committed by writing its examples into ``data.mdb`` and then its
 record into the manifest store (one transaction each); a kill between the two
@@ -23,67 +24,29 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rave_data import __version__
-from rave_data.lock import FolderLock, LockedError
-from rave_data.settings import PrepSettings
+from rave_data.prep.lock import FolderLock, LockedError
+from rave_data.prep.progress import Progress
+from rave_data.prep.report import RunStats
+from rave_data.prep.settings import PrepSettings
+from rave_data.prep.state import STATE_DIR, TAILS, committed, remove_temp_audio, remove_work_dirs, wipe
 
-# The dataset and pipeline modules import numpy (~0.15 s): imported where used,
-# after prep() has started the worker fork server, so that server's own start-up
-# (a fresh interpreter importing the pipeline) overlaps this process's imports.
+# The dataset and worker modules import numpy: imported where used, after the
+# worker fork server has started, so that the server's own start-up (a fresh
+# interpreter importing the pipeline) overlaps this process's imports.
 if TYPE_CHECKING:
     from rave_data.dataset.manifest import ManifestStore
     from rave_data.dataset.writer import ExampleWriter
-    from rave_data.job import SourceJob, SourceResult
-
-STATE_DIR = ".ravedata"
-#: Under STATE_DIR: each output's frames left for packing (prep --pack).
-TAILS = "tails"
-#: Everything ``prep`` writes in out/ (and all that ``--overwrite`` deletes).
-OWN_FILES = ("data.mdb", "lock.mdb", "metadata.yaml", "manifest.jsonl", "report.json")
+    from rave_data.prep.job import SourceJob, SourceResult
 
 
 class PrepError(Exception):
     """A problem with the command as a whole (missing input, locked output,
     settings mismatch); ``str()`` is one line for the user."""
-
-
-@dataclass
-class RunStats:
-    """What this run did (the dataset totals come from the manifest store)."""
-
-    found: int = 0
-    processed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    removed: list[str] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    recovered_keys: int = 0
-    #: Committed sources done again, and why: ``{"source", "variants", "why"}``
-    #: (``variants`` None: the whole source; a list: only those variants).
-    rerun: list[dict[str, Any]] = field(default_factory=list)
-    #: Variants not written this run: ``{"source", **failure_record}``.
-    failed_variants: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Progress:
-    """Progress callbacks; the default does nothing (see rave_data.progress)."""
-
-    def start(self, files: int, work: int) -> None:
-        """``files`` sources to process, ``work`` their total estimated work
-        (:func:`work_estimate`: input bytes weighted by format)."""
-
-    def advance(self, result: SourceResult, work: int) -> None:
-        """One source done (in any order), ``work`` of the total."""
-
-    def stop(self) -> None: ...
 
 
 def prep(
@@ -104,7 +67,10 @@ def prep(
     :class:`PrepError` for problems with the run as a whole; a bad source
     file never raises, it is listed under ``skipped``. A file that decodes
     short of its header is kept with a warning, or skipped with ``strict``.
+    ``jobs``: worker processes (None: one per available core).
     """
+    from rave_data.prep.pool import cores
+
     settings = settings or PrepSettings()
     progress = progress or Progress()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -113,28 +79,19 @@ def prep(
     state = out_dir / STATE_DIR
     try:
         with FolderLock(state / "lock", str(out_dir)):
-            stats = _prep_locked(in_dir, out_dir, settings, jobs or _cores(), include, exclude, overwrite, progress,
+            stats = _prep_locked(in_dir, out_dir, settings, jobs or cores(), include, exclude, overwrite, progress,
                                  strict)
-            from rave_data.dataset.manifest import write_atomic
-            from rave_data.report import build_report
-
-            records, packed = _records(out_dir)
-            report = build_report(in_dir, out_dir, settings, stats, records, time.monotonic() - t0, packed)
             import json
 
+            from rave_data.dataset.manifest import write_atomic
+            from rave_data.prep.report import build_report
+
+            records, packed = committed(out_dir)
+            report = build_report(in_dir, out_dir, settings, stats, records, time.monotonic() - t0, packed)
             write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
             return report
     except LockedError as exc:
         raise PrepError(str(exc)) from None
-
-
-def _cores() -> int:
-    """Cores this process may run on (a container or taskset may allow fewer
-    than the machine has)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _check_folders(in_dir: Path, out_dir: Path) -> None:
@@ -154,57 +111,32 @@ def _check_folders(in_dir: Path, out_dir: Path) -> None:
         raise PrepError(f"{out_dir}: output folder is not writable")
 
 
-def _records(out_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """The committed sources and the packed record."""
-    from rave_data.dataset.manifest import ManifestStore
-
-    store = ManifestStore(out_dir / STATE_DIR / "state")
-    try:
-        return store.records(), store.packed()
-    finally:
-        store.close()
-
-
-def _wipe(out_dir: Path) -> None:
-    """Delete what a previous prep wrote (only our own names, never the user's)."""
-    for name in OWN_FILES:
-        (out_dir / name).unlink(missing_ok=True)
-    for sub in (out_dir / "audio", out_dir / STATE_DIR / "state", out_dir / STATE_DIR / TAILS):
-        shutil.rmtree(sub, ignore_errors=True)
-    _remove_work_dirs(out_dir / STATE_DIR)
-
-
-def _remove_work_dirs(state: Path) -> None:
-    for old in state.glob("work-*"):
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _prep_locked(
     in_dir: Path, out_dir: Path, settings: PrepSettings, jobs: int,
     include: Sequence[str], exclude: Sequence[str], overwrite: bool, progress: Progress,
     strict: bool = False,
 ) -> RunStats:
-    from rave_data.discover import find_audio
+    from rave_data.io.discover import find_audio
+    from rave_data.prep.pool import run_in_order, start_order, start_worker_server, work_estimate
 
     state = out_dir / STATE_DIR
     ours = (state / "state" / "data.mdb").exists()
     if overwrite:
-        _wipe(out_dir)
+        wipe(out_dir)
     elif (out_dir / "data.mdb").exists() and not ours:
         raise PrepError(f"{out_dir}: holds a dataset that ravedata prep did not make; use --overwrite to replace it")
 
     sources = find_audio([in_dir], include=include, exclude=exclude, skip_dirs=[out_dir])
     if sources:
-        # Likely work: let the fork server import the pipeline (~0.3 s) while
-        # this process imports numpy and LMDB and fingerprints the sources.
-        from rave_data.decoder_choice import decoders_for
+        # Likely work: let the fork server import the pipeline while this
+        # process imports numpy and LMDB and fingerprints the sources.
+        from rave_data.io.decoder_choice import decoders_for
 
         start_worker_server(augment=bool(settings.n_variants),
                             pyav=any(decoders_for(p)[0] == "pyav" for p in sources))
     from rave_data.dataset.manifest import ManifestStore, manifest_lines, referenced_keys, write_manifest
     from rave_data.dataset.metadata import dataset_metadata, write_metadata
     from rave_data.dataset.writer import ExampleWriter
-
 
     store = ManifestStore(state / "state")
     writer = ExampleWriter(out_dir, settings.sr)
@@ -224,15 +156,15 @@ def _prep_locked(
         stats.recovered_keys = len(writer.sweep(referenced_keys(records) | packed_keys))
         # One work folder per run: a worker orphaned by a killed run (it
         # finishes its file before noticing) must not write into ours.
-        _remove_work_dirs(state)
+        remove_work_dirs(state)
         work = state / f"work-{os.getpid()}"
         work.mkdir(parents=True)
-        _remove_temp_audio(out_dir / "audio")
+        remove_temp_audio(out_dir / "audio")
 
         stats.found = len(sources)
         todo, sizes, seen = _plan(sources, in_dir, out_dir, work, settings, records, writer, stats, strict)
 
-        # Sources that are gone (or unreadable now) leave the dataset.
+        # Sources that are gone (or no longer readable) leave the dataset.
         gone = sorted(set(records) - (seen - {s["source"] for s in stats.skipped}))
         for rel in gone:
             _drop(records.pop(rel), out_dir, store, writer)
@@ -243,11 +175,11 @@ def _prep_locked(
         work_units = {j.rel: round(work_estimate(j.rel, sizes.get(j.rel, 0))) for j in todo}
         progress.start(len(todo), sum(work_units.values()))
         try:
-            for n, result in enumerate(_run(todo, jobs, lambda r: progress.advance(r, work_units.get(r.source, 0)))):
+            for n, result in enumerate(run_in_order(todo, jobs, lambda r: progress.advance(r, work_units.get(r.source, 0)))):
                 _commit(result, settings, records, out_dir, store, writer, stats)
                 if n == 0:
-                    # PyYAML (for metadata.yaml, ~15 ms to import) now, while
-                    # the workers run, rather than after the last of them.
+                    # PyYAML (for metadata.yaml) is imported while the
+                    # workers run rather than after the last of them.
                     import yaml  # noqa: F401
         finally:
             progress.stop()
@@ -272,8 +204,8 @@ def _plan(
     """Decide what to do with each found source: (jobs to run, file sizes,
     sources seen). Unchanged ones are counted, unreadable or colliding ones
     skipped (in ``stats``)."""
-    from rave_data.fingerprint import fingerprint
-    from rave_data.job import SourceJob, output_name
+    from rave_data.prep.fingerprint import fingerprint
+    from rave_data.prep.job import SourceJob, output_name
 
     # Listing the keys maps all of data.mdb (see GrowingEnv.keys): only
     # needed when the sweep found referenced keys missing.
@@ -282,7 +214,7 @@ def _plan(
     sizes: dict[str, int] = {}
     seen: set[str] = set()
     claimed: dict[str, str] = {}  # output file -> the source that writes it
-    # Which plugin code runs now, to find variants made by code that changed.
+    # Which plugin code runs in this run, to find variants made by code that changed.
     identities = None
     if settings.n_variants:
         from rave_data.augment.provenance import current_identities
@@ -301,11 +233,11 @@ def _plan(
         try:
             sizes[rel] = path.stat().st_size
             # Only a committed source needs its fingerprint to decide; a new
-            # one is fingerprinted by its worker (reading 2 MiB of each file
-            # here delayed the first worker by ~3 ms a file).
+            # one is fingerprinted by its worker, so that reading its edges
+            # here does not delay the first worker.
             fp = fingerprint(path) if old is not None else None
         except OSError as exc:
-            from rave_data.discover import broken_link
+            from rave_data.io.discover import broken_link
 
             stats.skipped.append({"source": rel, "reason": broken_link(path) or f"cannot read: {exc.strerror or exc}"})
             continue
@@ -323,37 +255,6 @@ def _plan(
             stats.rerun.append({"source": rel, "variants": None, "why": [why]})
         todo.append(SourceJob(str(path), rel, fp, str(out_dir), str(work), settings, strict=strict))
     return todo, sizes, seen
-
-
-#: Worker time per input byte relative to PCM, by extension. Compressed files
-#: are small for their length: on bench_prep's corpus PCM WAV took ~5-6 ns
-#: per byte (decode, resample, trim, write), FLAC 11-18, mp3/ogg/m4a 150-220.
-#: Sizes alone started a 3-minute mp3 after every WAV and left one worker
-#: idle at the end. Only the order work starts in depends on this.
-_COST_PER_BYTE = {"flac": 2.5, **dict.fromkeys(("mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "mp4", "webm"), 30.0)}
-
-
-def work_estimate(rel: str, size: int) -> float:
-    """Rough relative cost of processing a source of ``size`` bytes (PCM = 1
-    per byte), for starting the longest work first."""
-    return size * _COST_PER_BYTE.get(rel.rpartition(".")[2].lower(), 1.0)
-
-
-def start_order(todo: list[SourceJob], sizes: dict[str, int]) -> list[SourceJob]:
-    """The order sources are started *and committed* in: most estimated work
-    first, ties in path order (``todo`` comes sorted; the sort is stable).
-
-    Most work first, so that a long file does not start last and run alone at
-    the end. Committed in the same order, because commits are sequential
-    (each waits for the previous source's keys): committed in path order, a
-    long file that sorts early held every later result back until it was
-    done, and their LMDB writes (~40 ms per 3 minutes of audio, most of it
-    fsync) all ran after the last worker had finished. In start order, a
-    result waits only for those started before it, which mostly finish
-    sooner. The order depends on the sources alone (paths, sizes), so the
-    keys are the same whatever ``--jobs``.
-    """
-    return sorted(todo, key=lambda j: -work_estimate(j.rel, sizes.get(j.rel, 0)))
 
 
 def _stale_variants(record: dict[str, Any], identities: dict[str, Any] | None, settings: PrepSettings) -> dict[int, str]:
@@ -375,15 +276,6 @@ def _intact(record: dict[str, Any], out_dir: Path, existing: set[bytes] | None) 
     )
 
 
-def _remove_temp_audio(audio_dir: Path) -> None:
-    # Hidden ".name.PID.tmp" files are audio a killed worker was writing.
-    if audio_dir.is_dir():
-        for dirpath, _, files in os.walk(audio_dir):
-            for name in files:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    os.unlink(os.path.join(dirpath, name))
-
-
 def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: ExampleWriter,
           keep: set[str] = frozenset()) -> None:
     """Remove a committed source: files, then its keys, then its record. A
@@ -400,7 +292,7 @@ def _drop(record: dict[str, Any], out_dir: Path, store: ManifestStore, writer: E
 
 def _drop_tail(line: dict[str, Any], out_dir: Path) -> None:
     if line.get("tail_frames"):
-        from rave_data.pack import tail_name
+        from rave_data.prep.pack import tail_name
 
         (out_dir / STATE_DIR / TAILS / tail_name(line["output"])).unlink(missing_ok=True)
 
@@ -423,8 +315,8 @@ def _drop_variants(record: dict[str, Any], variants: list[int], out_dir: Path, w
 
 def _keep_tail(examples_path: str, output: str, out_dir: Path) -> None:
     """Move an output's tail from the worker's folder to where packing reads it."""
-    from rave_data.pack import tail_name
-    from rave_data.pipeline import tail_path
+    from rave_data.prep.pack import tail_name
+    from rave_data.prep.job import tail_path
 
     tails = out_dir / STATE_DIR / TAILS
     tails.mkdir(parents=True, exist_ok=True)
@@ -444,7 +336,7 @@ def _repack(packed: dict[str, Any] | None, records: dict[str, dict[str, Any]], s
         return None
     if packed is not None and not stats.processed and not stats.removed and writer.consistent:
         return packed
-    from rave_data.pack import Packer, pieces
+    from rave_data.prep.pack import Packer, pieces
 
     if packed is not None:
         writer.delete(k.encode() for line in packed["lines"] for k in line["keys"])
@@ -509,168 +401,3 @@ def _commit(result: SourceResult, settings: PrepSettings, records: dict[str, dic
     store.commit(record)
     records[result.source] = record
     stats.processed.append(result.source)
-
-
-#: Each of --jobs workers runs one BLAS thread: N workers x N threads would
-#: oversubscribe the cores. Set in the environment the workers inherit
-#: (BLAS reads it once, when numpy is first imported).
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-#: Imported once by the fork server, so each worker starts already loaded.
-#: ("__main__": asks the server to run the main script once for all workers;
-#: Python 3.11 never does, see rave_data.cli.app for how the command copes.)
-_PRELOAD = ["__main__", "rave_data.pipeline", "rave_data.decode", "rave_data.process.resample",
-            "rave_data.process.trim", "rave_data.process.loudness", "rave_data.fingerprint",
-            "rave_data.probe", "soundfile"]
-#: Added when variants are written: pedalboard alone takes ~0.15 s to import,
-#: once in the server instead of once per worker (it starts no thread on import,
-#: so forking after it is safe).
-_PRELOAD_AUGMENT = ["pedalboard", "rave_data.augment", "rave_data.augment.plan", "rave_data.augment.chain"]
-
-
-#: Added when a source decodes through PyAV first: ``av`` takes ~0.3 s to
-#: import, once in the server rather than once per worker.
-_PRELOAD_PYAV = ["av", "rave_data.pyav_reader"]
-
-
-def start_worker_server(augment: bool = False, pyav: bool = False) -> None:
-    """Start the fork server now, without waiting for it: it imports the
-    pipeline in the background while this process goes on (opens the LMDB,
-    fingerprints the sources), so the pool is ready sooner when there is work.
-    A run that finds nothing changed wastes the server's start-up CPU on
-    another core, not wall time."""
-    with _worker_env():
-        _context(_PRELOAD + (_PRELOAD_AUGMENT if augment else []) + (_PRELOAD_PYAV if pyav else []))
-
-
-def _context(preload: list[str] = _PRELOAD) -> Any:
-    """The multiprocessing context of the workers: forkserver (a clean,
-    single-threaded server process that imported the pipeline once, then forks
-    each worker) where the platform has it, else spawn. Never plain fork: the
-    parent may run threads (the progress bar). Call with :data:`_WORKER_ENV`
-    set: the server and its workers keep the environment it starts with."""
-    import multiprocessing as mp
-
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    from multiprocessing import forkserver
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(preload)
-    # Returns at once; a no-op when already running (then with the preload it
-    # was started with: only a matter of speed).
-    forkserver.ensure_running()
-    return ctx
-
-
-@contextmanager
-def _worker_env() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
-    os.environ.update(_WORKER_ENV)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` fresh, started worker processes (see :func:`_context`)."""
-    with _worker_env():
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
-        # Start the workers now, while the environment is set.
-        try:
-            for f in [pool.submit(os.getpid) for _ in range(workers)]:
-                f.result()
-        except BrokenProcessPool:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    return pool
-
-
-def _run(todo: list[SourceJob], jobs: int, done: Callable[[SourceResult], None]) -> Iterator[SourceResult]:
-    """Results of ``todo`` in its order, computed by ``jobs`` processes.
-
-    Work is started in ``todo`` order and results are *yielded* in it too,
-    whatever order they finish in: that is what makes the keys independent
-    of ``--jobs`` (see :func:`start_order`).
-
-    ``done`` is called as each finishes (any order) for the progress bar. A
-    worker that dies (a decoder crashing the process) costs only its source:
-    unfinished sources are retried one by one in a fresh pool.
-    """
-    from rave_data.job import run_job
-
-    # Even --jobs 1 runs in a spawned worker: results must be bit-identical
-    # whatever --jobs is, and BLAS (the resampler's matmul) rounds differently
-    # with a different thread count, which this process may have.
-    if not todo:
-        return
-    try:
-        pool = _worker_pool(min(jobs, len(todo)))
-    except BrokenProcessPool:
-        # Workers cannot start at all (e.g. a __main__ read from stdin, which
-        # multiprocessing cannot re-import): do the work in this process
-        # (not through _run again, which would retry the pool forever).
-        from rave_data.pipeline import process_source
-
-        for job in todo:
-            result = process_source(job)
-            done(result)
-            yield result
-        return
-    ready: dict[int, SourceResult] = {}
-    broken: list[int] = []
-    next_i = 0
-    with pool:
-        futures: dict[Future[SourceResult], int] = {pool.submit(run_job, job): i for i, job in enumerate(todo)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                ready[i] = fut.result()
-                done(ready[i])
-            except BrokenProcessPool:
-                broken.append(i)
-                continue
-            while next_i in ready:
-                yield ready.pop(next_i)
-                next_i += 1
-            if broken:
-                break  # finish in order below, after retrying the broken ones
-    for i in sorted(broken):
-        ready[i] = _isolated(todo[i])
-        done(ready[i])
-    for i in range(next_i, len(todo)):
-        if i not in ready:  # lost when the pool broke: run it alone
-            ready[i] = _isolated(todo[i])
-            done(ready[i])
-        yield ready.pop(i)
-
-
-def _isolated(job: SourceJob) -> SourceResult:
-    """Run one source in its own process; a crash skips it with a reason
-    (naming the augmenter when it died augmenting) and removes every file
-    the dead worker wrote for it."""
-    from rave_data.augment.provenance import crash_reason, marker_path, remove_outputs, remove_temp_audio
-    from rave_data.job import SourceResult, output_name, run_job
-
-    s = job.settings
-    names = [output_name(job.rel, s.format)] + [output_name(job.rel, s.format, v) for v in range(1, s.n_variants + 1)]
-    marker = marker_path(job.work_dir, job.rel)
-    marker.unlink(missing_ok=True)  # left by the first, shared-pool attempt
-    # The pool that broke killed its other workers mid-file: their temp files go now, not next run.
-    remove_temp_audio(job.out_dir, names)
-    with _worker_pool(1) as pool:
-        try:
-            return pool.submit(run_job, job).result()
-        except BrokenProcessPool:
-            remove_outputs(job.out_dir, names)
-            crash = crash_reason(marker)
-            marker.unlink(missing_ok=True)
-            if crash is None:
-                return SourceResult(job.rel, job.fingerprint, skipped="the decoder crashed (worker process died)")
-            return SourceResult(job.rel, job.fingerprint, skipped=crash[0], failed_variants=[crash[1]])

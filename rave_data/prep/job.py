@@ -1,17 +1,18 @@
-"""What prep hands a worker and what comes back, without the pipeline's imports.
+"""What the driver hands a worker and what comes back.
 
 The parent process builds :class:`SourceJob` s, names outputs and reads
-:class:`SourceResult` s, but never touches audio: keeping these types out of
-:mod:`rave_data.pipeline` (numpy, the codec) lets it plan and submit work
-without importing numpy at all, so the first worker starts sooner.
+:class:`SourceResult` s, but never touches audio: these types live apart from
+:mod:`rave_data.prep.worker` (numpy, the codec) so that the driver and the
+pool can plan and submit work without importing numpy, and the first worker
+starts sooner.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from rave_data.settings import PrepSettings
+from rave_data.prep.settings import PrepSettings
 
 
 @dataclass
@@ -69,10 +70,6 @@ def output_name(rel: str, fmt: str, variant: int | None = None) -> str:
     return str(PurePosixPath("audio") / p.parent / f"{name}.{fmt}")
 
 
-def run_job(job: SourceJob) -> SourceResult:
-    """Process one source (in a worker): what the parent submits, by
-    reference, so that it need not import the pipeline itself. The workers'
-    fork server has the pipeline imported already."""
-    from rave_data.pipeline import process_source
-
-    return process_source(job)
+def tail_path(examples_path: Path | str) -> Path:
+    """Where a worker leaves an output's tail for packing (next to its examples)."""
+    return Path(f"{examples_path}.tail")

@@ -1,7 +1,7 @@
 """``prep --pack``: short files and the tails of longer ones, packed into whole examples.
 
 Without packing, an output keeps only the whole examples it fills: a file
-shorter than one example (2 x num_signal frames, 5.46 s at 48 kHz) gives none,
+shorter than one example (2 x num_signal frames) gives none,
 and so a folder of one-shots, sentences or samples gives an empty dataset.
 With ``--pack`` each output's leftover frames (all of a short file, the tail
 of a longer one) are kept as a *piece* (``out/.ravedata/tails/``), and after
@@ -34,9 +34,6 @@ import numpy as np
 #: Length of the crossfade at each join (equal-power): long enough to hide
 #: a click, short enough to leave a one-shot's attack mostly intact.
 CROSSFADE_SECONDS = 0.005
-
-TAILS_DIR = "tails"
-
 
 def tail_name(output: str) -> str:
     """File name of an output's piece under ``out/.ravedata/tails/``."""

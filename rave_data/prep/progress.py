@@ -1,16 +1,32 @@
-"""A rich progress bar for ``prep``: files done, audio hours done, ETA.
+"""How ``prep`` reports progress: the callbacks the driver makes, and a rich
+progress bar (files done, audio hours done, ETA) drawing them.
 
 The ETA follows the sources' estimated work (input bytes weighted by format,
-see ``rave_data.prep.work_estimate``) rather than file count (one long file
-among many short ones would make a count-based ETA useless); durations are only known
-once a file is decoded, so hours are shown as they accumulate.
+see :func:`rave_data.prep.pool.work_estimate`) rather than file count (one
+long file among many short ones would make a count-based ETA useless);
+durations are only known once a file is decoded, so hours are shown as they
+accumulate.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rave_data.job import SourceResult
-from rave_data.prep import Progress
+if TYPE_CHECKING:
+    from rave_data.prep.job import SourceResult
+
+
+class Progress:
+    """Progress callbacks of :func:`rave_data.prep.prep`; this base class does nothing."""
+
+    def start(self, files: int, work: int) -> None:
+        """``files`` sources to process, ``work`` their total estimated work
+        (:func:`rave_data.prep.pool.work_estimate`)."""
+
+    def advance(self, result: SourceResult, work: int) -> None:
+        """One source done (in any order), ``work`` of the total."""
+
+    def stop(self) -> None:
+        """The run is over (also after an error)."""
 
 
 class RichProgress(Progress):
@@ -23,7 +39,7 @@ class RichProgress(Progress):
         self._done = 0
         self._hours = 0.0
 
-    def start(self, files: int, nbytes: int) -> None:
+    def start(self, files: int, work: int) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -40,17 +56,17 @@ class RichProgress(Progress):
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("prep", total=max(nbytes, 1), files=self._fmt_files(), hours="0.00 h")
+        self._task = self._progress.add_task("prep", total=max(work, 1), files=self._fmt_files(), hours="0.00 h")
 
     def _fmt_files(self) -> str:
         return f"{self._done}/{self._files} files"
 
-    def advance(self, result: SourceResult, nbytes: int) -> None:
+    def advance(self, result: SourceResult, work: int) -> None:
         if self._progress is None:
             return
         self._done += 1
         self._hours += result.seconds_in / 3600
-        self._progress.update(self._task, advance=nbytes, files=self._fmt_files(), hours=f"{self._hours:.2f} h audio")
+        self._progress.update(self._task, advance=work, files=self._fmt_files(), hours=f"{self._hours:.2f} h audio")
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -6,14 +6,33 @@ augmented, trimmed silence, dropped tails, files too short for one example).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rave_data import __version__
 
 if TYPE_CHECKING:
-    from rave_data.prep import RunStats
-    from rave_data.settings import PrepSettings
+    from rave_data.prep.settings import PrepSettings
+
+
+@dataclass
+class RunStats:
+    """What one run did, as the driver collects it (the dataset totals come
+    from the committed records)."""
+
+    found: int = 0
+    processed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recovered_keys: int = 0
+    #: Committed sources done again, and why: ``{"source", "variants", "why"}``
+    #: (``variants`` None: the whole source; a list: only those variants).
+    rerun: list[dict[str, Any]] = field(default_factory=list)
+    #: Variants not written this run: ``{"source", **failure_record}``.
+    failed_variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_report(

@@ -16,6 +16,8 @@ from typing import Any
 NORMALIZE_MODES = ("peak", "loudness", "none")
 FORMATS = ("wav", "flac")
 BITS = (16, 24)
+#: Augmented variants written per source by ``--augment`` without ``--variants``.
+DEFAULT_VARIANTS = 4
 
 
 class SettingsError(ValueError):
@@ -26,7 +28,8 @@ class SettingsError(ValueError):
 class PrepSettings:
     """Every knob of ``ravedata prep`` that changes what is written.
 
-    Defaults are the documented defaults of the command (see docs/prep.md).
+    These defaults are the command's: ``ravedata prep``'s options take them
+    from here (documented in docs/prep.md).
     """
 
     sr: int = 44100
@@ -41,16 +44,19 @@ class PrepSettings:
     bits: int = 16
     num_signal: int = 131072
     pad_short: bool = False
-    #: Pack short files and the tails of longer ones into whole examples (rave_data.pack).
+    #: Pack short files and the tails of longer ones into whole examples (rave_data.prep.pack).
     pack: bool = False
     augment: bool = False
-    variants: int = 0
+    #: None: :data:`DEFAULT_VARIANTS` with ``augment``, else 0.
+    variants: int | None = None
     seed: int = 0
     #: Text of the augmentation plan file (not its path: moving the file must
     #: not invalidate the dataset, editing it must).
     augment_plan: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.variants is None:
+            object.__setattr__(self, "variants", DEFAULT_VARIANTS if self.augment else 0)
         if not 1000 <= self.sr <= 768000:
             raise SettingsError(f"--sr {self.sr}: expected a sample rate between 1000 and 768000 Hz")
         if not 1 <= self.channels <= 64:

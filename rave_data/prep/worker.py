@@ -7,7 +7,7 @@ Everything streams in blocks; the only whole-file state is the :class:`Spool`
 that holds the processed stream (on disk beyond 64 MB) until the
 normalisation gain is known. The worker never touches the LMDB: it leaves each
 output's examples (encoded) in a batch file under ``out/.ravedata/work-PID`` and the
-parent commits them in a fixed order (see :func:`rave_data.prep.start_order`),
+parent commits them in a fixed order (see :func:`rave_data.prep.pool.start_order`),
 so keys do not depend on ``--jobs``.
 """
 from __future__ import annotations
@@ -26,55 +26,14 @@ import numpy as np
 from rave_data import __version__
 from rave_data.dataset.codec import encode_waveform
 from rave_data.dataset.writer import write_value
-# The job types live in a module without numpy (the parent imports them);
-# re-exported here, where the worker side of them is.
-from rave_data.job import OutputResult, SourceJob, SourceResult, output_name  # noqa: F401
-from rave_data.settings import PrepSettings
-from rave_data.spool import Spool
+from rave_data.prep.blocks import BLOCK_FRAMES, Scratch, quantize_into, scaled, segments
+from rave_data.prep.job import OutputResult, SourceJob, SourceResult, output_name, tail_path
+from rave_data.prep.settings import PrepSettings
+from rave_data.prep.spool import Spool
 
-#: Frames per decoded block: large enough that per-block overhead is
-#: negligible, small enough that a block of 96 kHz stereo is ~1.5 MB.
-BLOCK_FRAMES = 1 << 17
 #: Augmentation is applied per segment of this many seconds so memory stays
 #: bounded on hour-long files (effects with tails restart at each boundary).
 AUGMENT_SEGMENT_SECONDS = 60.0
-
-
-def to_int16(x: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> int16, rounded, symmetric (+-32767, as acids-rave scales)."""
-    return _quantize(x, np.empty(x.shape, np.float32), np.empty(x.shape, np.int16))
-
-
-def _quantize(x: np.ndarray, y: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """:func:`to_int16` of ``x`` into ``q`` (int16), ``y`` (float32, same
-    shape) its scratch; returns ``q``."""
-    np.multiply(x, np.float32(32767.0), out=y, dtype=np.float32)
-    np.rint(y, out=y)
-    np.clip(y, -32767, 32767, out=y)
-    np.copyto(q, y, casting="unsafe")  # exact: y holds integers in int16's range
-    return q
-
-
-class _Scratch:
-    """Per-shape buffers reused from block to block.
-
-    The output stage runs a few elementwise passes over every block (gain,
-    scale, round, clip, cast); into fresh arrays, each ~0.5 MB block cost
-    more in page faults than in arithmetic (gain + int16: 31 -> ~12 ms per
-    3 minutes of 48 kHz mono). Whatever a buffer holds is valid only until
-    the next call with the same name: for consumers that use a block at once.
-    """
-
-    def __init__(self) -> None:
-        self._bufs: dict[tuple[str, str], np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
-        key = (name, np.dtype(dtype).str)
-        buf = self._bufs.get(key)
-        size = shape[0] * shape[1]
-        if buf is None or buf.size < size:
-            buf = self._bufs[key] = np.empty(max(size, 2 * BLOCK_FRAMES), dtype)
-        return buf[:size].reshape(shape)
 
 
 class _Examples:
@@ -107,7 +66,7 @@ class _Examples:
     def finish(self, pad_short: bool, tail_path: Path | None = None) -> int:
         """Close the file; returns the tail (frames in no example of this
         output). With ``tail_path`` (``--pack``) the tail is written there,
-        raw int16 [channels, frames], for :mod:`rave_data.pack`."""
+        raw int16 [channels, frames], for :mod:`rave_data.prep.pack`."""
         dropped = self._fill
         if tail_path is not None and self._fill:
             np.ascontiguousarray(self._buf[:, : self._fill]).tofile(tail_path)
@@ -125,8 +84,8 @@ def _unsynced_soundfile() -> type:
     """``soundfile.SoundFile`` whose ``close()`` does not fsync.
 
     soundfile's close() calls flush(), which is libsndfile's sf_write_sync, an
-    fsync: it made every worker wait for its output file to reach the disk
-    (~10 % of a worker's time on WAV input). Nothing relies on it: a killed
+    fsync: every worker would wait for its output file to reach the disk
+    (its cost is in docs/prep.md, "Worker output stage"). Nothing relies on it: a killed
     run never leaves a half-written file under its real name (temp name +
     rename), the header is still written by sf_close, and the dataset proper
     (data.mdb) is committed with LMDB's own sync."""
@@ -137,11 +96,6 @@ def _unsynced_soundfile() -> type:
             pass
 
     return UnsyncedSoundFile
-
-
-def tail_path(examples_path: Path | str) -> Path:
-    """Where a worker leaves an output's tail for packing (next to its examples)."""
-    return Path(f"{examples_path}.tail")
 
 
 def _emit(
@@ -156,14 +110,14 @@ def _emit(
     audio_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = audio_path.with_name(f".{audio_path.name}.{os.getpid()}.tmp")
     cutter = _Examples(examples_path, s.channels, s.example_frames, s.sr)
-    scratch = _Scratch()
+    scratch = Scratch()
     frames = 0
     try:
         subtype = "PCM_16" if s.bits == 16 else "PCM_24"
         with _unsynced_soundfile()(str(tmp), "w", s.sr, s.channels, subtype, format=s.format.upper()) as f:
             for block in stream:
                 # q lives in scratch until the next block: the cutter copies it, f writes it now.
-                q = _quantize(block, scratch.get("f32", block.shape, np.float32), scratch.get("i16", block.shape, np.int16))
+                q = quantize_into(block, scratch.get("f32", block.shape, np.float32), scratch.get("i16", block.shape, np.int16))
                 cutter.feed(q)
                 # 16-bit: the exact samples the LMDB holds; 24-bit: finer, from the float.
                 f.write(q.T if s.bits == 16 else np.clip(block, -1.0, 1.0).T)
@@ -179,40 +133,11 @@ def _emit(
     return frames, cutter.count, dropped
 
 
-def _scaled(spool: Spool, gain: float, scratch: _Scratch | None = None) -> Iterator[np.ndarray]:
-    """The spooled stream times ``gain``; into ``scratch`` when given (each
-    block then valid only until the next: for a consumer that does not keep
-    blocks, as :func:`_emit`; :func:`_segments` does)."""
-    g = np.float32(gain)
-    for block in spool.blocks(BLOCK_FRAMES):
-        if gain == 1.0:
-            yield block
-        elif scratch is None:
-            yield block * g
-        else:
-            yield np.multiply(block, g, out=scratch.get("gain", block.shape, np.float32))
-
-
-def _segments(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]:
-    """Regroup a block stream into [channels, frames] segments (last one shorter)."""
-    pending: list[np.ndarray] = []
-    held = 0
-    for block in blocks:
-        pending.append(block)
-        held += block.shape[1]
-        while held >= frames:
-            joined = np.concatenate(pending, axis=1)
-            yield joined[:, :frames]
-            pending, held = [joined[:, frames:]], held - frames
-    if held:
-        yield np.concatenate(pending, axis=1)
-
-
 def _decode_and_process(job: SourceJob, spool: Spool) -> tuple[Any, list[dict[str, Any]], float, float, list[str]]:
     """Phase 1: decode, mix, resample and trim into ``spool``, measuring as it
     goes. Returns (AudioInfo, steps so far, gain, trimmed seconds, what the
     decode had to make good)."""
-    from rave_data.decode import open_audio
+    from rave_data.io.decode import open_audio
     from rave_data.process.channels import to_channels
     from rave_data.process.loudness import LoudnessMeter, PeakMeter
     from rave_data.process.normalize import db_to_gain, normalize_gain
@@ -296,7 +221,7 @@ def _line(job: SourceJob, out_rel: str, seconds_in: float, frames: int, dropped:
         "keys": [],
         "examples": n_examples,
         "dropped_seconds": round(dropped / s.sr, 6),
-        **({"tail_frames": dropped} if s.pack else {}),  # handed to rave_data.pack
+        **({"tail_frames": dropped} if s.pack else {}),  # handed to rave_data.prep.pack
         "tool_version": __version__,
     }
 
@@ -304,8 +229,8 @@ def _line(job: SourceJob, out_rel: str, seconds_in: float, frames: int, dropped:
 def process_source(job: SourceJob) -> SourceResult:
     """Process one source completely. Never raises for a bad file: the reason
     comes back in :attr:`SourceResult.skipped` and nothing of it is left."""
-    from rave_data.audioinfo import DecodeError
-    from rave_data.fingerprint import fingerprint
+    from rave_data.io.audioinfo import DecodeError
+    from rave_data.prep.fingerprint import fingerprint
 
     s = job.settings
     if job.fingerprint is None:
@@ -343,7 +268,7 @@ def process_source(job: SourceJob) -> SourceResult:
         if job.variants is None:  # else only some variants are made again, the original is kept
             out_rel = output_name(job.rel, s.format)
             ex_path = work / f"{tag}.orig.examples"
-            frames, n_ex, dropped = _emit(_scaled(spool, gain, _Scratch()), Path(job.out_dir) / out_rel, ex_path, s)
+            frames, n_ex, dropped = _emit(scaled(spool, gain, Scratch()), Path(job.out_dir) / out_rel, ex_path, s)
             result.short = frames < s.example_frames
             result.outputs.append(OutputResult(
                 _line(job, out_rel, info.seconds, frames, dropped, steps, "original", None, None, n_ex),
@@ -364,9 +289,11 @@ def process_source(job: SourceJob) -> SourceResult:
         spool.close()
 
 
-def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: Spool, sr: int,
-               on_step: Any = None) -> Iterator[np.ndarray]:
-    """The variant's blocks, never clipped and never with level jumps.
+def augmented(chain: Any, parts: Iterable[np.ndarray], whole: bool, vspool: Spool, sr: int,
+              on_step: Any = None) -> Iterator[np.ndarray]:
+    """A variant's blocks: ``chain`` applied to each of ``parts`` ([channels,
+    n] float32 segments of the processed stream), never clipped and never
+    with level jumps.
 
     ``whole``: the file is one segment, and the chain scales its result down
     as a whole when it would exceed full scale. A longer file is augmented
@@ -377,10 +304,10 @@ def _augmented(chain: Any, segments: Iterable[np.ndarray], whole: bool, vspool: 
     from rave_data.augment.chain import PEAK_CEILING
 
     if whole:
-        yield from (chain.apply(x, sr, on_step=on_step) for x in segments)
+        yield from (chain.apply(x, sr, on_step=on_step) for x in parts)
         return
     peak = 0.0
-    for x in segments:
+    for x in parts:
         y = chain.apply(x, sr, peak_ceiling=None, on_step=on_step)
         if y.size:
             peak = max(peak, float(np.max(np.abs(y))))
@@ -414,7 +341,7 @@ def _variants(job: SourceJob, spool: Spool, gain: float, seconds_in: float, step
         vspool = Spool(s.channels, Path(job.work_dir) / f"{tag}.aug{v:02d}.spool.f32")
         marker = StepMarker(marker_path(job.work_dir, job.rel), v, chain)
         try:
-            stream = _augmented(chain, _segments(_scaled(spool, gain), seg), spool.frames <= seg, vspool, s.sr, marker)
+            stream = augmented(chain, segments(scaled(spool, gain), seg), spool.frames <= seg, vspool, s.sr, marker)
             frames, n_ex, dropped = _emit(stream, Path(job.out_dir) / out_rel, ex_path, s)
         except AugmentError as exc:
             result.warnings.append(f"{job.rel}: variant {v} not written: {exc}")

@@ -12,7 +12,7 @@ def db_to_gain(db: float) -> float:
 
 
 def normalize_gain(
-    mode: str, peak: float, lufs: float, target_lufs: float = -23.0, peak_db: float = -1.0
+    mode: str, peak: float, lufs: float, target_lufs: float, peak_db: float
 ) -> float:
     """Linear gain that normalises a file measured at ``peak`` (linear sample
     peak) and ``lufs`` (BS.1770 integrated loudness).

@@ -55,8 +55,8 @@ class SilenceTrimmer:
         self,
         sr: int,
         channels: int,
-        silence_db: float = -60.0,
-        max_silence: float = 1.0,
+        silence_db: float,
+        max_silence: float,
         trim_edges: bool = True,
     ) -> None:
         if max_silence < 0:

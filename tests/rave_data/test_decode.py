@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import rave_data.decode as decode
-from rave_data.audioinfo import DecodeError
-from rave_data.decode import AudioSource, decoders_for, open_audio, read_all
+import rave_data.io.decode as decode
+from rave_data.io.audioinfo import DecodeError
+from rave_data.io.decode import AudioSource, open_audio, read_all
+from rave_data.io.decoder_choice import decoders_for
 from tests.audio import concat, noise, silence, sine, write
 from tests.rave_data.media import encode
 
@@ -67,13 +68,13 @@ def test_one_frame_file(tmp_path: Path) -> None:
 
 
 def test_pedalboard_reads_what_soundfile_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rave_data.decode as decode
+    import rave_data.io.decode as decode
 
     def refuse(path: Path) -> decode.AudioSource:
         raise DecodeError(path, "Format not recognised")
 
-    monkeypatch.setitem(decode._OPENERS, "soundfile", refuse)
-    monkeypatch.setitem(decode._OPENERS, "pyav", refuse)
+    monkeypatch.setitem(decode.OPENERS, "soundfile", refuse)
+    monkeypatch.setitem(decode.OPENERS, "pyav", refuse)
     x = signal(32000)
     path = write(tmp_path / "a.flac", x, 32000, subtype="PCM_24")
     with open_audio(path) as src:
@@ -175,7 +176,7 @@ def test_no_system_ffmpeg_needed(tmp_path: Path) -> None:
     """m4a, wma, opus decode with no ffmpeg/ffprobe on PATH (PyAV bundles FFmpeg)."""
     files = [encode(tmp_path / n, signal(44100 if n != "c.opus" else 48000), 44100 if n != "c.opus" else 48000)
              for n in ("a.m4a", "b.wma", "c.opus")]
-    code = ("import sys; from rave_data.decode import read_all\n"
+    code = ("import sys; from rave_data.io.decode import read_all\n"
             "for p in sys.argv[1:]: print(read_all(p)[0].shape[1])")
     env = {**os.environ, "PATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code, *map(str, files)], env=env, capture_output=True, text=True,
@@ -188,7 +189,7 @@ def _stops_after(monkeypatch: pytest.MonkeyPatch, backend: str, frames: int, fai
     """Make ``backend`` stop after ``frames`` frames: by raising mid-file
     (``fail``) or by simply ending, as libsndfile's Vorbis decoder ended
     5,806 samples early on a real 207 s OGG file."""
-    real = decode._OPENERS[backend]
+    real = decode.OPENERS[backend]
 
     class Stopping:
         def __init__(self, path: Path) -> None:
@@ -208,7 +209,7 @@ def _stops_after(monkeypatch: pytest.MonkeyPatch, backend: str, frames: int, fai
         def close(self) -> None:
             self._r.close()
 
-    monkeypatch.setitem(decode._OPENERS, backend, Stopping)
+    monkeypatch.setitem(decode.OPENERS, backend, Stopping)
 
 
 @pytest.mark.parametrize("fail", [True, False], ids=["fails", "ends-early"])
@@ -248,7 +249,7 @@ def test_first_decoder_refusing_the_file(tmp_path: Path, monkeypatch: pytest.Mon
     def refuse(path: Path):
         raise DecodeError(path, "Format not recognised")
 
-    monkeypatch.setitem(decode._OPENERS, "pyav", refuse)
+    monkeypatch.setitem(decode.OPENERS, "pyav", refuse)
     x = signal(44100)
     p = _make(tmp_path, "a.ogg", "VORBIS", 44100, x)
     with open_audio(p) as src:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rave_data.discover import broken_link, find_audio
+from rave_data.io.discover import broken_link, find_audio
 from tests.audio import sine, write
 
 

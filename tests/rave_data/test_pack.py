@@ -10,11 +10,11 @@ import soundfile as sf
 
 from rave_data.dataset.codec import decode_waveform
 from rave_data.dataset.manifest import read_manifest
-from rave_data.pack import CROSSFADE_SECONDS
 from rave_data.prep import prep
-from rave_data.settings import PrepSettings, SettingsError
+from rave_data.prep.pack import CROSSFADE_SECONDS
+from rave_data.prep.settings import PrepSettings, SettingsError
 from tests.audio import concat, noise, sine, write
-from tests.rave_data.test_prep import _lmdb_items
+from tests.rave_data.lmdb_items import lmdb_items
 
 SR = 16000
 NUM_SIGNAL = 4096  # one example: 8192 frames, 0.512 s
@@ -43,9 +43,9 @@ def test_pieces_are_the_outputs_laid_end_to_end(tmp_path):
     packed = [x for x in lines if x["kind"] == "packed"]
     own = [x for x in lines if x["kind"] == "original"]
     assert r["dataset"]["examples_packed"] == len(packed) > 0
-    assert r["dataset"]["examples"] == len(packed) + sum(len(x["keys"]) for x in own) == len(_lmdb_items(out))
+    assert r["dataset"]["examples"] == len(packed) + sum(len(x["keys"]) for x in own) == len(lmdb_items(out))
     assert r["dataset"]["short_files"] == []  # packed, not lost
-    items = _lmdb_items(out)
+    items = lmdb_items(out)
     fade = int(CROSSFADE_SECONDS * SR)
     order = []
     for line in packed:
@@ -77,13 +77,13 @@ def test_same_dataset_whatever_jobs_and_incremental(tmp_path):
     _shots(src)
     prep(src, tmp_path / "a", PrepSettings(**PACK), jobs=1)
     prep(src, tmp_path / "b", PrepSettings(**PACK), jobs=3)
-    assert _lmdb_items(tmp_path / "a") == _lmdb_items(tmp_path / "b")
+    assert lmdb_items(tmp_path / "a") == lmdb_items(tmp_path / "b")
     assert (tmp_path / "a" / "manifest.jsonl").read_text() == (tmp_path / "b" / "manifest.jsonl").read_text()
 
     out = tmp_path / "a"
-    before = _lmdb_items(out)
+    before = lmdb_items(out)
     again = prep(src, out, PrepSettings(**PACK), jobs=2)
-    assert again["run"]["processed"] == 0 and _lmdb_items(out) == before  # nothing changed, nothing rewritten
+    assert again["run"]["processed"] == 0 and lmdb_items(out) == before  # nothing changed, nothing rewritten
 
     write(src / "shot005.wav", sine(0.3, SR, 990), SR)  # a new one-shot, second in path order
     (src / "shot00.wav").unlink()
@@ -92,7 +92,7 @@ def test_same_dataset_whatever_jobs_and_incremental(tmp_path):
     sources = {p["source"] for x in lines if x["kind"] == "packed" for p in x["pieces"]}
     assert "shot005.wav" in sources and "shot00.wav" not in sources
     referenced = {k.encode() for x in lines for k in x["keys"]}
-    assert set(_lmdb_items(out)) == referenced and r["dataset"]["examples"] == len(referenced)
+    assert set(lmdb_items(out)) == referenced and r["dataset"]["examples"] == len(referenced)
     assert not any((out / ".ravedata" / "tails").glob("*.tmp"))
     # The same as a fresh run on the new folder.
     fresh = prep(src, tmp_path / "c", PrepSettings(**PACK), jobs=1)

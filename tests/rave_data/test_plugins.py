@@ -268,7 +268,7 @@ def test_plugins_command_lists_everything_as_json_and_text(tmp_path):
 
 
 def test_plugins_command_never_imports_torch_or_pedalboard():
-    code = ("import sys; from typer.testing import CliRunner; from rave_data.cli import app;"
+    code = ("import sys; from typer.testing import CliRunner; from rave_data.cli.app import app;"
             "r = CliRunner().invoke(app, ['plugins']); assert r.exit_code == 0, r.output;"
             "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import lmdb
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,23 +11,17 @@ import soundfile as sf
 from rave_data.dataset.codec import decode_waveform
 from rave_data.dataset.manifest import read_manifest
 from rave_data.dataset.reader import open_dataset
-from rave_data.pipeline import _segments, output_name, to_int16
 from rave_data.prep import PrepError, prep
-from rave_data.settings import PrepSettings, SettingsError
-from rave_data.spool import Spool
+from rave_data.prep.blocks import Scratch, quantize_into, scaled, segments, to_int16
+from rave_data.prep.job import output_name
+from rave_data.prep.settings import DEFAULT_VARIANTS, PrepSettings, SettingsError
+from rave_data.prep.spool import Spool
 from tests.audio import clicks, concat, noise, silence, sine, write
+from tests.rave_data.lmdb_items import lmdb_items
 
 SR = 16000
 #: Small examples keep the tests fast: 2 x 2048 frames = 0.256 s at 16 kHz.
 SMALL = dict(sr=SR, num_signal=2048)
-
-
-def _lmdb_items(path) -> dict[bytes, bytes]:
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        items = {bytes(k): bytes(v) for k, v in txn.cursor()}
-    env.close()
-    return items
 
 
 def _corpus(root, seconds: float = 2.0) -> None:
@@ -75,7 +68,7 @@ def test_multichannel_layout_is_planar_like_acids_rave(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     write(src / "st.wav", sine(1.0, SR, freq=300, channels=2), SR, subtype="FLOAT")
     prep(src, out, PrepSettings(channels=2, trim=False, normalize="none", **SMALL), jobs=1)
-    items = _lmdb_items(out)
+    items = lmdb_items(out)
     first = items[b"00000000"]
     # acids-rave's loader: frombuffer(int16).reshape(channels, -1)
     wave, sr = decode_waveform(first, channels=2)
@@ -90,7 +83,7 @@ def test_same_dataset_whatever_jobs_with_augmentation(tmp_path):
     settings = PrepSettings(augment=True, variants=2, seed=7, **SMALL)
     r1 = prep(src, tmp_path / "o1", settings, jobs=1)
     r2 = prep(src, tmp_path / "o2", settings, jobs=2)
-    assert _lmdb_items(tmp_path / "o1") == _lmdb_items(tmp_path / "o2")
+    assert lmdb_items(tmp_path / "o1") == lmdb_items(tmp_path / "o2")
     m1 = read_manifest(tmp_path / "o1" / "manifest.jsonl")
     assert m1 == read_manifest(tmp_path / "o2" / "manifest.jsonl")
     aug = [x for x in m1 if x["kind"] == "augmented"]
@@ -117,7 +110,7 @@ def test_incremental_rerun_does_only_new_changed_and_gone(tmp_path):
     after = {x["source"]: x for x in read_manifest(out / "manifest.jsonl")}
     assert after["sub/b.flac"]["keys"] == before["sub/b.flac"]["keys"]
     assert not (out / "audio" / "d.wav").exists()
-    keys = set(_lmdb_items(out))
+    keys = set(lmdb_items(out))
     referenced = {k.encode() for x in after.values() for k in x["keys"]}
     assert keys == referenced  # nothing stale, nothing missing
     assert not set(before["d.wav"]["keys"]) & {k.decode() for k in keys}
@@ -188,6 +181,13 @@ def test_settings_are_validated():
         PrepSettings(normalize="rms")
     with pytest.raises(SettingsError, match="--bits"):
         PrepSettings(bits=8)
+    with pytest.raises(SettingsError, match="--augment needs --variants"):
+        PrepSettings(augment=True, variants=0)
+
+
+def test_augment_without_variants_writes_the_default_number():
+    assert PrepSettings(augment=True).n_variants == DEFAULT_VARIANTS >= 1
+    assert PrepSettings().n_variants == 0 and PrepSettings().variants == 0
 
 
 def test_spool_spills_to_disk_and_reads_back_the_same(tmp_path):
@@ -207,7 +207,7 @@ def test_spool_spills_to_disk_and_reads_back_the_same(tmp_path):
 
 def test_segments_regroup_exactly():
     blocks = [np.arange(n, dtype=np.float32)[None] for n in (5, 13, 2, 9)]
-    segs = list(_segments(blocks, 10))
+    segs = list(segments(blocks, 10))
     assert [s.shape[1] for s in segs] == [10, 10, 9]
     np.testing.assert_array_equal(np.concatenate(segs, axis=1), np.concatenate(blocks, axis=1))
 
@@ -259,14 +259,14 @@ def test_examples_of_an_uncommitted_source_are_swept_on_the_next_run(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     write(src / "a.wav", sine(1.0, SR), SR)
     prep(src, out, PrepSettings(**SMALL), jobs=1)
-    complete = _lmdb_items(out)
+    complete = lmdb_items(out)
     write(src / "b.wav", sine(1.0, SR, freq=550), SR)
     w = ExampleWriter(out, SR)  # "the killed run" got this far for b.wav
     w.append([np.zeros((1, 4096), np.int16)] * 3)
     w.close()
     r = prep(src, out, PrepSettings(**SMALL), jobs=1)
     assert r["run"]["recovered_keys"] == 3 and r["run"]["processed"] == 1
-    items = _lmdb_items(out)
+    items = lmdb_items(out)
     assert set(complete.items()) < set(items.items())
     from rave_data.dataset.codec import encode_waveform
 
@@ -291,32 +291,29 @@ def test_long_variant_is_scaled_once_not_per_segment(tmp_path):
     import numpy as np
 
     from rave_data.augment import parse_plan
-    from rave_data.pipeline import _augmented
-    from rave_data.spool import Spool
+    from rave_data.prep.worker import augmented
 
     sr = 8000
     quiet, loud = sine(1.0, sr, amp=0.1), sine(1.0, sr, amp=0.5)  # two 1-s segments
     plan = parse_plan({"steps": [{"name": "gain", "params": {"db": [12.0, 12.0]}}]})
     chain = plan.sample(np.random.default_rng(0))
-    out = np.concatenate(list(_augmented(chain, [quiet, loud], False, Spool(1, tmp_path / "v.f32"), sr)), axis=1)
+    out = np.concatenate(list(augmented(chain, [quiet, loud], False, Spool(1, tmp_path / "v.f32"), sr)), axis=1)
     assert np.abs(out).max() == pytest.approx(0.999, abs=1e-4)
     ratio = np.abs(out[:, :sr]).max() / np.abs(out[:, sr:]).max()
     assert ratio == pytest.approx(0.2, rel=1e-3)  # per-segment scaling would give 0.4
 
 
 def test_output_stage_scratch_buffers_give_the_same_samples(tmp_path):
-    # _emit scales and quantises into buffers reused from block to block; the
-    # values must be those of the allocating path, block for block.
-    from rave_data.pipeline import _quantize, _scaled, _Scratch
-
+    # The worker scales and quantises into buffers reused from block to block;
+    # the values must be those of the allocating path, block for block.
     spool = Spool(2, tmp_path / "s.f32")
     rng = np.random.default_rng(5)
     for n in (1000, 70000, 5, 131072, 300):  # varying block sizes, as the resampler gives
         spool.append(rng.uniform(-1.2, 1.2, (2, n)).astype(np.float32))
-    scratch = _Scratch()
-    plain = list(_scaled(spool, 0.73))
-    for block, reused in zip(plain, _scaled(spool, 0.73, scratch), strict=True):
+    scratch = Scratch()
+    plain = list(scaled(spool, 0.73))
+    for block, reused in zip(plain, scaled(spool, 0.73, scratch), strict=True):
         np.testing.assert_array_equal(reused, block)
-        q = _quantize(reused, scratch.get("f32", reused.shape, np.float32), scratch.get("i16", reused.shape, np.int16))
+        q = quantize_into(reused, scratch.get("f32", reused.shape, np.float32), scratch.get("i16", reused.shape, np.int16))
         np.testing.assert_array_equal(q, to_int16(block))
     spool.close()

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from rave_data.lock import FolderLock
+from rave_data.prep.lock import FolderLock
 from tests.audio import concat, noise, silence, sine, write
 from tests.rave_data.media import encode
-from tests.rave_data.test_prep import _lmdb_items
+from tests.rave_data.lmdb_items import lmdb_items
 
 SMALL = ["--sr", "16000", "--num-signal", "2048"]
 
@@ -58,7 +58,7 @@ def test_mixed_formats_json_and_strict(tmp_path, bin_dir):
     talk = next(x for x in lines if x["source"] == "talk.mp3")
     assert talk["seconds_in"] == pytest.approx(6.0, abs=1e-3)
     assert talk["seconds_out"] == pytest.approx(5.0, abs=0.05)
-    assert len(_lmdb_items(out)) == report["dataset"]["examples"] > 0
+    assert len(lmdb_items(out)) == report["dataset"]["examples"] > 0
 
     strict = _run(bin_dir, str(src), str(out), *SMALL, "--strict", "--quiet")
     assert strict.returncode == 1 and strict.stdout == ""
@@ -91,7 +91,7 @@ def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
     t0 = time.monotonic()
     _run(bin_dir, str(src), str(ref), *args, "--jobs", "1", check=True)
     full = time.monotonic() - t0
-    expected = sorted(_lmdb_items(ref).values())
+    expected = sorted(lmdb_items(ref).values())
 
     for k, frac in enumerate((0.4, 0.8)):
         out = tmp_path / f"out{k}"
@@ -102,7 +102,7 @@ def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         _run(bin_dir, str(src), str(out), *args, check=True)
-        got = _lmdb_items(out)
+        got = lmdb_items(out)
         # Same examples (keys may be numbered differently after a crash), each once.
         assert sorted(got.values()) == expected
         lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
@@ -118,7 +118,7 @@ def test_prep_never_imports_torch(tmp_path):
 
     write(tmp_path / "in" / "a.wav", sine(1.0, 44100), 44100)
     code = (
-        "import sys; from rave_data.prep import prep; from rave_data.settings import PrepSettings;"
+        "import sys; from rave_data.prep import prep; from rave_data.prep.settings import PrepSettings;"
         f"prep({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, PrepSettings(sr=16000, num_signal=2048), jobs=1);"
         "bad = [m for m in ('torch', 'torchaudio') if m in sys.modules]; assert not bad, bad"
     )

@@ -35,9 +35,9 @@ def test_parent_process_never_imports_numpy_or_the_pipeline(tmp_path):
     code = (
         "import sys, json\n"
         "from rave_data.prep import prep\n"
-        "from rave_data.settings import PrepSettings\n"
+        "from rave_data.prep.settings import PrepSettings\n"
         "r = prep(sys.argv[1], sys.argv[2], PrepSettings(sr=16000, num_signal=2048), jobs=2)\n"
-        "heavy = [m for m in ('numpy', 'soundfile', 'rave_data.pipeline', 'rave_data.dataset.codec') if m in sys.modules]\n"
+        "heavy = [m for m in ('numpy', 'soundfile', 'rave_data.prep.worker', 'rave_data.prep.blocks', 'rave_data.dataset.codec') if m in sys.modules]\n"
         "print(json.dumps({'processed': r['run']['processed'], 'heavy': heavy}))\n"
     )
     out = json.loads(_run(code, str(tmp_path / "in"), str(tmp_path / "out")))
@@ -46,32 +46,55 @@ def test_parent_process_never_imports_numpy_or_the_pipeline(tmp_path):
     assert len(list((tmp_path / "out" / "audio").rglob("*.wav"))) == 2
 
 
-_PROBE = (
+_IMPORT_PROBE = (
     "import sys, json, psutil\n"
-    "import rave_data.cli.app\n"
+    "import rave_data.cli, rave_data.cli.app\n"
     "kids = [' '.join(p.cmdline()) for p in psutil.Process().children()]\n"
     "spec = getattr(sys.modules['__main__'].__spec__, 'name', None)\n"
     "print(json.dumps({'server': any('multiprocessing.forkserver' in k for k in kids), 'spec': spec}))\n"
 )
 
 
-def test_launcher_starts_the_fork_server_before_parsing(tmp_path):
-    out = json.loads(_run(_PROBE, "prep", "in", "out", name="ravedata", tmp=tmp_path))
-    assert out == {"server": True, "spec": "rave_data.__main__"}
+def test_importing_the_cli_starts_nothing(tmp_path):
+    # Also as a script named like the console-script launcher, with prep's arguments.
+    for name in ("ravedata", None):
+        out = json.loads(_run(_IMPORT_PROBE, "prep", "in", "out", name=name, tmp=tmp_path))
+        assert out == {"server": False, "spec": None}, name
 
 
-def test_no_server_for_help_other_commands_or_a_mere_import(tmp_path):
-    for args, name in [(("prep", "--help"), "ravedata"), (("duration", "x"), "ravedata"),
-                       (("prep", "in", "out"), None)]:
-        out = json.loads(_run(_PROBE, *args, name=name, tmp=tmp_path))
-        assert out["server"] is False, (args, name)
-        assert out["spec"] is None, (args, name)
+#: Runs the entry point and records, when Typer is first imported, whether
+#: the workers' fork server is running already.
+_MAIN_PROBE = (
+    "import sys, json, psutil\n"
+    "from rave_data.cli import main\n"
+    "seen = {}\n"
+    "class Watch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'typer' and 'server' not in seen:\n"
+    "            kids = [' '.join(p.cmdline()) for p in psutil.Process().children()]\n"
+    "            seen['server'] = any('multiprocessing.forkserver' in k for k in kids)\n"
+    "sys.meta_path.insert(0, Watch())\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n"
+    "    seen['exit'] = exc.code\n"
+    "print(json.dumps(seen))\n"
+)
+
+
+def test_entry_point_starts_the_fork_server_before_typer_for_prep_only(tmp_path):
+    def probe(*args: str) -> dict:
+        return json.loads(_run(_MAIN_PROBE, *args, name="ravedata", tmp=tmp_path).splitlines()[-1])
+
+    assert probe("prep", str(tmp_path / "missing"), str(tmp_path / "out")) == {"server": True, "exit": 2}
+    assert probe("prep", "--help") == {"server": False, "exit": 0}
+    assert probe("duration", str(tmp_path / "missing")) == {"server": False, "exit": 2}
 
 
 def test_start_order_most_estimated_work_first_ties_by_path():
-    from rave_data.job import SourceJob
-    from rave_data.prep import start_order
-    from rave_data.settings import PrepSettings
+    from rave_data.prep.job import SourceJob
+    from rave_data.prep.pool import start_order
+    from rave_data.prep.settings import PrepSettings
 
     s = PrepSettings()
     todo = [SourceJob(f"/in/{r}", r, "fp", "/out", "/work", s) for r in ("a.wav", "b.MP3", "c.flac", "d.wav")]
@@ -85,7 +108,7 @@ def test_keys_follow_the_start_order_whatever_jobs(tmp_path):
     # it starts first and its examples get the first keys, with 1 or 2 jobs.
     from rave_data.dataset.manifest import read_manifest
     from rave_data.prep import prep
-    from rave_data.settings import PrepSettings
+    from rave_data.prep.settings import PrepSettings
 
     write(tmp_path / "in" / "a.wav", noise(1.0, 16000, seed=1), 16000)
     write(tmp_path / "in" / "z.ogg", noise(2.0, 16000, seed=2), 16000)
@@ -100,9 +123,10 @@ def test_keys_follow_the_start_order_whatever_jobs(tmp_path):
 
 
 def test_progress_follows_estimated_work_and_adds_up(tmp_path):
-    from rave_data.prep import Progress, prep, work_estimate
-    from rave_data.progress import RichProgress
-    from rave_data.settings import PrepSettings
+    from rave_data.prep import prep
+    from rave_data.prep.pool import work_estimate
+    from rave_data.prep.progress import Progress, RichProgress
+    from rave_data.prep.settings import PrepSettings
 
     write(tmp_path / "in" / "a.wav", noise(1.0, 16000, seed=1), 16000)
     write(tmp_path / "in" / "z.ogg", noise(2.0, 16000, seed=2), 16000)

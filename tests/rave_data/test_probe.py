@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from rave_data.audioinfo import DecodeError
-from rave_data.mp3_frames import mp3_exact_frames
-from rave_data.probe import probe
-from rave_data.wav_header import read_wav_header
+from rave_data.io.audioinfo import DecodeError
+from rave_data.io.mp3_frames import mp3_exact_frames
+from rave_data.io.probe import probe
+from rave_data.io.wav_header import read_wav_header
 from tests.audio import noise, sine, write
 from tests.rave_data.media import encode
 
@@ -130,7 +130,7 @@ def test_truncated_wav_reports_what_is_there(tmp_path):
 def test_public_soundfile_wrapper_gives_the_same_answers(tmp_path, monkeypatch):
     # probe reads SF_INFO through soundfile's cffi handles for speed; if a
     # soundfile release moves them, the public SoundFile path must agree.
-    import rave_data.probe as probe_mod
+    import rave_data.io.probe as probe_mod
 
     files = [
         write(tmp_path / "a.wav", noise(0.3, 16000, channels=2), 16000),

@@ -124,11 +124,11 @@ def test_processing_never_imports_torch() -> None:
     # torch (CUDA build) would put ~600 MB in every prep worker.
     code = (
         "import sys, numpy as np\n"
-        "from rave_data.decode import open_audio\n"
+        "from rave_data.io.decode import open_audio\n"
         "from rave_data.process import StreamResampler, LoudnessMeter, SilenceTrimmer, to_channels\n"
         "x = np.random.default_rng(0).standard_normal((2, 50000)).astype(np.float32)\n"
         "r = StreamResampler(44100, 48000, 1); y = r.process(to_channels(x, 1)); r.flush()\n"
-        "LoudnessMeter(48000, 1).feed(y); SilenceTrimmer(48000, 1).process(y)\n"
+        "LoudnessMeter(48000, 1).feed(y); SilenceTrimmer(48000, 1, -60.0, 1.0).process(y)\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -204,10 +204,10 @@ def test_peak_meter() -> None:
 
 # normalisation -----------------------------------------------------------------
 def test_normalize_modes() -> None:
-    assert normalize_gain("none", 0.5, -30.0) == 1.0
-    assert 0.5 * normalize_gain("peak", 0.5, -30.0, peak_db=-1.0) == pytest.approx(10 ** (-1 / 20))
+    assert normalize_gain("none", 0.5, -30.0, -23.0, -1.0) == 1.0
+    assert 0.5 * normalize_gain("peak", 0.5, -30.0, -23.0, peak_db=-1.0) == pytest.approx(10 ** (-1 / 20))
     # -33 LUFS to -23: +10 dB, peak 0.1 -> 0.316, under the -1 dB ceiling.
-    assert normalize_gain("loudness", 0.1, -33.0, -23.0) == pytest.approx(10 ** 0.5)
+    assert normalize_gain("loudness", 0.1, -33.0, -23.0, -1.0) == pytest.approx(10 ** 0.5)
 
 
 def test_loudness_gain_is_limited_by_peak() -> None:
@@ -216,10 +216,10 @@ def test_loudness_gain_is_limited_by_peak() -> None:
 
 
 def test_normalize_silence_and_unknown_mode() -> None:
-    assert normalize_gain("peak", 0.0, float("-inf")) == 1.0
-    assert normalize_gain("loudness", 0.2, float("-inf")) == 1.0
+    assert normalize_gain("peak", 0.0, float("-inf"), -23.0, -1.0) == 1.0
+    assert normalize_gain("loudness", 0.2, float("-inf"), -23.0, -1.0) == 1.0
     with pytest.raises(ValueError, match="unknown normalize mode"):
-        normalize_gain("rms", 0.5, -20.0)
+        normalize_gain("rms", 0.5, -20.0, -23.0, -1.0)
 
 
 # trimming ----------------------------------------------------------------------
@@ -246,9 +246,9 @@ def test_trim_edges_and_long_pause() -> None:
 
 def test_trim_is_block_size_independent() -> None:
     x = concat(speech_like(), noise(0.3, SR, amp=0.2), silence(1.7, SR))
-    ref = stream(SilenceTrimmer(SR, 1), x, [x.shape[1]])
+    ref = stream(SilenceTrimmer(SR, 1, -60.0, 1.0), x, [x.shape[1]])
     for sizes in ([1], [7, 160, 999], [65536]):
-        got = stream(SilenceTrimmer(SR, 1), x, sizes)
+        got = stream(SilenceTrimmer(SR, 1, -60.0, 1.0), x, sizes)
         assert np.array_equal(got, ref)
 
 
@@ -262,8 +262,8 @@ def test_noise_below_threshold_counts_as_silence() -> None:
 
 def test_short_pause_kept_whole_and_max_silence_zero() -> None:
     x = concat(sine(1, SR), silence(0.5, SR), sine(1, SR))
-    assert stream(SilenceTrimmer(SR, 1, max_silence=1.0), x, [3000]).shape[1] == x.shape[1]
-    t = SilenceTrimmer(SR, 1, max_silence=0.0)
+    assert stream(SilenceTrimmer(SR, 1, -60.0, max_silence=1.0), x, [3000]).shape[1] == x.shape[1]
+    t = SilenceTrimmer(SR, 1, -60.0, max_silence=0.0)
     assert stream(t, x, [3000]).shape[1] == pytest.approx(2 * SR, abs=0.02 * SR)
 
 
@@ -272,7 +272,7 @@ def test_splice_has_no_click() -> None:
     # is faded, so no sample-to-sample step exceeds the hum's own slope.
     hum = sine(5.0, SR, 50, amp=10 ** (-62 / 20))
     x = concat(sine(1, SR, 440, amp=0.3), hum, sine(1, SR, 440, amp=0.3))
-    y = stream(SilenceTrimmer(SR, 1, max_silence=1.0), x, [2048])
+    y = stream(SilenceTrimmer(SR, 1, -60.0, max_silence=1.0), x, [2048])
     pause = y[0, int(1.02 * SR) : int(1.98 * SR)]
     natural = np.max(np.abs(np.diff(hum[0])))
     assert np.max(np.abs(np.diff(pause))) <= natural * 1.01
@@ -280,20 +280,20 @@ def test_splice_has_no_click() -> None:
 
 def test_keep_edges_keeps_half_pause_next_to_sound() -> None:
     x = speech_like()
-    t = SilenceTrimmer(SR, 1, max_silence=1.0, trim_edges=False)
+    t = SilenceTrimmer(SR, 1, -60.0, max_silence=1.0, trim_edges=False)
     y = stream(t, x, [4096])
     assert y.shape[1] == pytest.approx(4 * SR, abs=0.02 * SR)  # + 0.5 s at each edge
 
 
 def test_all_silent_input_is_removed_entirely() -> None:
-    t = SilenceTrimmer(SR, 2)
+    t = SilenceTrimmer(SR, 2, -60.0, 1.0)
     y = stream(t, silence(3, SR, channels=2), [10000])
     assert y.shape == (2, 0)
     assert t.removed_frames == 3 * SR
 
 
 def test_trimmer_memory_is_bounded_for_long_silence() -> None:
-    t = SilenceTrimmer(SR, 1, max_silence=1.0)
+    t = SilenceTrimmer(SR, 1, -60.0, max_silence=1.0)
     t.process(sine(0.5, SR))
     for _ in range(200):  # 200 s of silence, one second at a time
         t.process(silence(1, SR))
@@ -304,11 +304,11 @@ def test_trimmer_memory_is_bounded_for_long_silence() -> None:
 # the whole chain ------------------------------------------------------------------
 def run_chain(path: Path, block: int) -> tuple[np.ndarray, float, float]:
     """decode -> mono -> 48 kHz -> trim -> meters, as prep runs it: (kept audio, lufs, peak)."""
-    from rave_data.decode import open_audio
+    from rave_data.io.decode import open_audio
 
     with open_audio(path) as src:
         rs = StreamResampler(src.info.sr, 48000, 1)
-        trim = SilenceTrimmer(48000, 1)
+        trim = SilenceTrimmer(48000, 1, -60.0, 1.0)
         loud, peak = LoudnessMeter(48000, 1), PeakMeter()
         kept = []
         for b in src.blocks(block):
@@ -342,10 +342,10 @@ def test_chain_memory_stays_bounded_on_a_long_96k_file(tmp_path: Path) -> None:
     with sf.SoundFile(str(path), "w", 96000, 2, "PCM_16") as f:
         for k in range(60):
             f.write((sine(1.0, 96000, 300 + k, 0.3, 2) if k % 10 else silence(1.0, 96000, 2)).T)
-    from rave_data.decode import open_audio
+    from rave_data.io.decode import open_audio
 
     # Built (and their imports done) before measuring: only streaming counts.
-    rs, trim, loud = StreamResampler(96000, 48000, 1), SilenceTrimmer(48000, 1), LoudnessMeter(48000, 1)
+    rs, trim, loud = StreamResampler(96000, 48000, 1), SilenceTrimmer(48000, 1, -60.0, 1.0), LoudnessMeter(48000, 1)
     tracemalloc.start()
     try:
         with open_audio(path) as src:
