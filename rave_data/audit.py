@@ -270,7 +270,7 @@ def audit(
         # Header reads go in a few contiguous runs, one per thread: cached
         # headers cost the same as in one thread (no per-file hand-offs),
         # and uncached ones overlap their waits on the disk instead of
-        # queueing one by one. Each PyAV read (opening a demuxer, ~1 ms) is its own task.
+        # queueing one by one. Each PyAV read (opening a demuxer, slow) is its own task.
         size = -(-len(fast) // workers) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             tasks = [pool.submit(probe_run, fast[k : k + size]) for k in range(0, len(fast), size)]

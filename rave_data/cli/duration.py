@@ -49,7 +49,7 @@ def duration(
         import json
 
         # Compact on purpose: json.dumps with indent falls back to the pure
-        # Python encoder, ~10x slower on 10,000 file entries. Pipe to jq to read.
+        # Python encoder, much slower on large folders. Pipe to jq to read.
         typer.echo(json.dumps(result.to_dict()))
         return
     import sys
@@ -70,8 +70,8 @@ def render(result: Audit, console: Console, by_folder: bool = False) -> None:
     from rave_data.audit import format_duration
 
     n = result.found
-    # Plain print for the first two lines: scripts written for the old tool
-    # grep them, so no markup, no wrapping.
+    # Plain print for the first two lines: a fixed format that scripts grep
+    # (docs/duration.md), so no markup, no wrapping.
     console.print(f"Found {n} audio file{'s' if n != 1 else ''}", markup=False, soft_wrap=True)
     console.print(f"total duration: {format_duration(result.total_seconds)}", markup=False, soft_wrap=True)
     if result.unreadable:

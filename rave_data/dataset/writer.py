@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 # numpy (and the codec, which needs it) only where arrays are encoded: prep's
 # parent process only copies values the workers encoded, and importing numpy
-# there (~0.07 s) would delay the start of the first worker.
+# there would delay the start of the first worker.
 if TYPE_CHECKING:
     import numpy as np
 

@@ -4,7 +4,7 @@
 format ``prep`` reads, reading as little of the file as the format allows:
 
 - plain PCM/float WAV: :mod:`rave_data.io.wav_header` reads the chunk headers
-  in Python (a third of libsndfile's cost; same answers, anything unusual
+  in Python (cheaper than opening it with libsndfile; same answers, anything unusual
   goes to libsndfile).
 - libsndfile (through soundfile): wav/aiff/flac/ogg/opus/caf/w64/mp3
   headers. Opening a file reads its header only.
@@ -17,7 +17,7 @@ format ``prep`` reads, reading as little of the file as the format allows:
   m4a edit list applied, a raw ADTS stream's packets counted), the same
   length ``prep`` decodes to. No system ffmpeg is involved.
 
-Only soundfile is imported here (no torch, no pedalboard; ``av``, 0.3 s to
+Only soundfile is imported here (no torch, no pedalboard; ``av``, slow to
 import, only when a file needs it): ``ravedata duration`` must start fast.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from rave_data.io.wav_header import read_wav_header
 def probe(path: Path | str) -> AudioInfo:
     """Header facts of ``path``; raises :class:`DecodeError` naming the file
     and the reason when it cannot be read."""
-    if not isinstance(path, Path):  # re-wrapping a Path re-parses it: 10% of an audit
+    if not isinstance(path, Path):  # re-wrapping a Path re-parses it, a cost an audit pays per file
         path = Path(path)
     ext = os.path.splitext(path.name)[1][1:].lower()
     if ext in AV_ONLY:
@@ -130,8 +130,8 @@ def _libsndfile() -> tuple[Any, Any, dict[int, str], dict[int, str], Any] | None
     Why not ``soundfile.SoundFile``: an audit opens thousands of files and
     only needs the SF_INFO struct that ``sf_open`` fills in. The wrapper's
     per-file Python work (mode checks, path checks, an error lock) costs
-    about three times the libsndfile call itself (measured: ~135 us against
-    ~45 us per WAV). These names have been stable across soundfile releases;
+    several times the libsndfile call itself (figures in docs/duration.md).
+    These names have been stable across soundfile releases;
     if a future one drops them, we use the public wrapper instead.
     """
     try:

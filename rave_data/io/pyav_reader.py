@@ -16,8 +16,8 @@ the header's (edit lists applied) and the decoded stream is cut to it.
   and ``prep`` agree on it).
 - :class:`PyAVStream` decodes a file into float32 blocks.
 
-``av`` takes ~0.3 s to import: it is imported here only, and this module
-only where a file needs it.
+``av`` is slow to import: it is imported here only, and this module only
+where a file needs it.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ on the whole array.
 
 Why numpy and not torch itself: importing the CUDA build of torch costs about
 600 MB of resident memory per process, more than ``prep`` may use on a 1-hour
-file; numpy's BLAS runs the same product as fast or faster (measured 0.7x
-torch's time, samples equal to 2e-6).
+file; numpy's BLAS runs the same product at least as fast, with samples
+equal to 2e-6 (docs/processing.md has the comparison).
 
 Why this filter: it is polyphase (cost per output sample = one short dot
 product) and runs several thousand times real time on one core. soxr would be

@@ -142,7 +142,7 @@ def test_example_package_is_listed_and_used_by_prep(src, tmp_path, example_site)
 
     # Without the package on the path the same plan is refused, listing what is installed.
     r = ravedata("prep", tmp_path / "in", tmp_path / "out2", *ARGS, "--augment", "--augment-config", plan)
-    assert r.returncode != 0 and "unknown augmenter 'bitcrush'" in r.stderr and "pitch_shift" in r.stderr
+    assert r.returncode == 2 and "unknown augmenter 'bitcrush'" in r.stderr and "pitch_shift" in r.stderr
     assert "Traceback" not in r.stderr
 
 

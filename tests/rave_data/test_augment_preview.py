@@ -106,7 +106,7 @@ def test_preview_errors_are_one_line(tmp_path):
         (["ok.wav", "--start", "10"], "no audio at 10 s"),
     ):
         r = ravedata("preview", *args, cwd=tmp_path)
-        assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
 
 

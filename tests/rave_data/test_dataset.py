@@ -152,11 +152,11 @@ def test_reader_takes_keys_from_a_matching_manifest_only(tmp_path):
     w.close()
     line = {"source": "x", "kind": "original", "keys": [k for k in keys if k != "00000001"]}
     write_manifest(tmp_path / "manifest.jsonl", [line])
-    ds = open_dataset(tmp_path)
     env = lmdb.open(str(tmp_path), readonly=True, lock=False)
     with env.begin() as txn:
         in_lmdb = list(txn.cursor().iternext(values=False))
     env.close()
+    ds = open_dataset(tmp_path)
     assert ds.keys() == in_lmdb == [k.encode() for k in line["keys"]]
     # A stale manifest with the right count but a deleted key: the LMDB wins.
     write_manifest(tmp_path / "manifest.jsonl", [dict(line, keys=["00000000", "00000001", "00000002", "00000003"])])

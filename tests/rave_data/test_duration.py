@@ -101,7 +101,7 @@ def test_current_folder_by_default(bin_dir, tree):
 
 def test_missing_path_is_a_one_line_error(bin_dir, tree):
     out = run(bin_dir, str(tree), str(tree / "nope"))
-    assert out.returncode != 0
+    assert out.returncode == 2
     assert out.stdout == ""
     assert out.stderr.strip().splitlines() == [f"ravedata duration: error: {tree / 'nope'}: no such file or folder"]
 

@@ -81,6 +81,32 @@ def test_summary_refusals_and_errors(tmp_path, bin_dir):
     assert _run(bin_dir, str(src), str(out), "--sr", "22050", "--num-signal", "2048", "--overwrite", "-q").returncode == 0
 
 
+def test_exit_status_follows_the_convention(tmp_path, bin_dir):
+    """2: bad usage or input; 1: the run made no example at all; 0: some
+    files skipped but examples written (the skipped ones reported)."""
+    src = tmp_path / "in"
+    write(src / "good.wav", sine(1.0, 16000), 16000)
+    (src / "bad.wav").write_text("not audio")
+
+    r = _run(bin_dir, str(src), str(tmp_path / "out"), "--no-such-option")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    _one_line_error(_run(bin_dir, str(tmp_path / "missing"), str(tmp_path / "out")), "input folder not found")
+
+    r = _run(bin_dir, str(src), str(tmp_path / "out"), *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert "files found 2: processed 1, unchanged 0, skipped 1" in r.stdout
+    assert "skipped bad.wav: " in r.stdout
+
+    only_bad = tmp_path / "only-bad"
+    for name in ("a.wav", "b.flac"):
+        (only_bad / name).parent.mkdir(exist_ok=True)
+        (only_bad / name).write_text("not audio")
+    r = _run(bin_dir, str(only_bad), str(tmp_path / "out-bad"), *SMALL, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "NO EXAMPLE in the dataset: none of the 2 files found could be used" in r.stderr
+    assert {x["source"] for x in json.loads(r.stdout)["run"]["skipped"]} == {"a.wav", "b.flac"}
+
+
 @pytest.mark.slow
 def test_kill_9_at_any_point_then_rerun_completes(tmp_path, bin_dir):
     src = tmp_path / "in"
