@@ -16,11 +16,22 @@ The flow, one module a stage:
 - :mod:`~rave_data.prep.report`: ``report.json`` and the summary;
   :mod:`~rave_data.prep.progress`: the progress callbacks and bar.
 
-Importing this package imports neither numpy nor the worker.
+Importing this package imports only the settings: the command line reads
+its option defaults from them and must start fast. :func:`prep` and
+:class:`PrepError` load the driver on first use.
 """
 from __future__ import annotations
 
-from rave_data.prep.driver import PrepError, prep
+from typing import Any
+
 from rave_data.prep.settings import PrepSettings, SettingsError
 
 __all__ = ["PrepError", "PrepSettings", "SettingsError", "prep"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("prep", "PrepError"):
+        from rave_data.prep import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

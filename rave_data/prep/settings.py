@@ -7,8 +7,6 @@ existing ``out/``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +91,8 @@ class PrepSettings:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-able form; the plan text is replaced by its hash to stay short."""
+        import hashlib
+
         rec = asdict(self)
         if not rec["pack"]:
             del rec["pack"]  # absent unless set: datasets made before the option match
@@ -102,6 +102,8 @@ class PrepSettings:
 
     def signature(self) -> str:
         """Stable text compared against the settings an ``out/`` was made with."""
+        import json
+
         return json.dumps(self.to_record(), sort_keys=True)
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
