@@ -4,9 +4,9 @@ Each command lives in its own thin module whose top-level imports stay light
 (no numpy, torch or pedalboard): the library is imported inside the command
 function. :mod:`rave_data.cli.app` assembles them into the Typer application.
 
-This package imports nothing at all: importing it (as the console-script
+This module imports no more than ``sys``: importing it (as the console-script
 launcher does, and multiprocessing does again in each ``prep`` worker, see
-:func:`main`) costs nothing.
+:func:`main`) costs next to nothing.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
 
     multiprocessing re-runs a ``__main__`` known only by its file (the
     console-script launcher) in every worker, as ``__mp_main__``: harmless
-    and cheap here, because the launcher only imports this package, which
-    imports nothing.
+    and cheap here, because the launcher only imports this module. So the
+    launcher's ``__main__`` is left as it is (no ``__spec__`` to fake).
     """
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["prep"] and not {"--help", "-h"} & set(args):
