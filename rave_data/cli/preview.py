@@ -50,6 +50,9 @@ def preview(
         # An unreadable FILE, a bad plan, an excerpt past the end: bad input.
         typer.echo(f"ravedata preview: error: {e}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("ravedata preview: interrupted", err=True)
+        raise typer.Exit(130) from None
     failed = dict(result.failures)
     for i, (audio, chain) in enumerate(zip(result.audio, result.chains), 1):
         if audio is not None:
