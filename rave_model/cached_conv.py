@@ -33,7 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from rave_model.winograd import conv1d_winograd, winograd_weight
+from typing import Tuple
+
+from rave_model.winograd import conv1d_winograd, transforms, winograd_u
 
 # Winograd F(4, r) pays for its transforms (a few memory passes) only on wide layers:
 # at 64 x 64 channels the direct per-tap products are faster on this kind of CPU
@@ -195,7 +197,7 @@ def polyphase_weight(weight: torch.Tensor, stride: int) -> torch.Tensor:
     """Transposed-convolution weight ``[Cin, Cout, m * stride]`` re-laid as the weight
     ``[m, Cin, Cout * stride]`` of an ordinary ``m``-tap convolution whose ``Cout * stride``
     outputs are the output phases (see :func:`conv_transpose1d_poly`)."""
-    cin, cout, k = weight.shape
+    cin, cout, k = weight.shape[0], weight.shape[1], weight.shape[2]
     m = k // stride
     # out[o, q * stride + p] = sum_j sum_i w[i, o, j * stride + p] * x[i, q - j]: tap j' = m - 1 - j.
     return weight.reshape(cin, cout, m, stride).flip(2).permute(2, 0, 1, 3).reshape(m, cin, cout * stride).contiguous()
@@ -247,7 +249,7 @@ def space_to_depth(x: torch.Tensor, stride: int) -> torch.Tensor:
     return xt.reshape(b, -1, stride * c).transpose(1, 2)
 
 
-def space_to_depth_weight(weight: torch.Tensor, stride: int, left: int) -> tuple[torch.Tensor, int]:
+def space_to_depth_weight(weight: torch.Tensor, stride: int, left: int) -> Tuple[torch.Tensor, int]:
     """A stride-``s`` convolution ``[Cout, Cin, k]`` whose output frame ``r`` reads input
     frames ``s * r + j - left``, as the stride-1 convolution ``[Cout, s * Cin, k']`` over
     :func:`space_to_depth` frames, and its left padding (in those frames).
@@ -255,11 +257,11 @@ def space_to_depth_weight(weight: torch.Tensor, stride: int, left: int) -> tuple
     Tap ``j`` lands in folded frame ``r + (j - left) // s`` at phase ``(j - left) % s``;
     ``k'`` spans the folded frames reached, with zeros where no original tap falls.
     """
-    cout, cin, k = weight.shape
+    cout, cin, k = weight.shape[0], weight.shape[1], weight.shape[2]
     first, last = (-left) // stride, (k - 1 - left) // stride
-    folded = weight.new_zeros(cout, stride, cin, last - first + 1)
+    folded = weight.new_zeros([cout, stride, cin, last - first + 1])
     for j in range(k):
-        q, p = divmod(j - left, stride)
+        q, p = (j - left) // stride, (j - left) % stride
         folded[:, p, :, q - first] = weight[:, :, j]
     return folded.reshape(cout, stride * cin, last - first + 1), -first
 
@@ -301,7 +303,10 @@ class Conv1d(nn.Conv1d):
         self.use_winograd = False
         self.depth_stride = 1  # > 1: offline, the input goes through space_to_depth first
         self.winograd_left = 0
-        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)  # [alpha, Cin (* depth_stride), Cout]
+        # Winograd: U [alpha, Cin (* depth_stride), Cout] is derived from the weight and
+        # G [alpha, r] (float64) at the first call, so an export stores the weight alone.
+        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)
+        self.register_buffer("winograd_g", torch.zeros(0), persistent=False)
         self.register_buffer("winograd_at", torch.zeros(0), persistent=False)  # [m, alpha]
         self.register_buffer("winograd_bt", torch.zeros(0), persistent=False)  # [alpha, alpha]
 
@@ -341,15 +346,24 @@ class Conv1d(nn.Conv1d):
                 weight, left = folded, folded_left
                 self.depth_stride = stride
         if (stride == 1 or self.depth_stride > 1) and winograd_suits(weight):
-            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
+            at, g, bt = transforms(WINOGRAD_TILE, weight.shape[-1])
+            self.winograd_g, self.winograd_at, self.winograd_bt = g, at.to(weight.dtype), bt.to(weight.dtype)
+            self.winograd_u = weight.new_zeros(0)  # derived from the weight at the first call
             self.winograd_left = left
             self.use_winograd = True
-        else:
-            self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
-            self.use_taps = True
-        # The kernels read only the prepared weights: keep the original out of memory and of exports.
+            return
+        self.weight_taps = weight.permute(2, 1, 0).contiguous()  # [k, Cin, Cout]
+        self.use_taps = True
+        # The kernel reads only the re-laid taps: keep the original out of memory and of exports.
         if not parametrize.is_parametrized(self):
             self.weight = nn.Parameter(weight.new_zeros(0), requires_grad=False)
+
+    def winograd_weight(self) -> torch.Tensor:
+        """``U`` of the Winograd kernel, from the weight (folded first when strided)."""
+        weight = self.weight
+        if self.depth_stride > 1:
+            weight = space_to_depth_weight(weight, self.depth_stride, self.pad.total - self.pad.right)[0]
+        return winograd_u(self.winograd_g, weight)
 
     @property
     def delay(self) -> int:
@@ -361,6 +375,8 @@ class Conv1d(nn.Conv1d):
         if (self.use_winograd or self.use_taps) and not offline:
             raise RuntimeError("a convolution prepared for offline use (prepare_offline) cannot stream")
         if self.use_winograd:
+            if self.winograd_u.numel() == 0:
+                self.winograd_u = self.winograd_weight()
             n = (x.shape[-1] + self.stride[0] - 1) // self.stride[0]
             if self.depth_stride > 1:
                 x = space_to_depth(x, self.depth_stride)
@@ -428,7 +444,9 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         # Inference-only weights (see Conv1d): buffers, empty until prepare_offline.
         self.register_buffer("weight_poly", torch.zeros(0), persistent=False)  # [taps, Cin, Cout * stride]
         self.use_winograd = False
-        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)  # [alpha, Cin, Cout * stride]
+        # U [alpha, Cin, Cout * stride], derived at the first call as in Conv1d.
+        self.register_buffer("winograd_u", torch.zeros(0), persistent=False)
+        self.register_buffer("winograd_g", torch.zeros(0), persistent=False)
         self.register_buffer("winograd_at", torch.zeros(0), persistent=False)
         self.register_buffer("winograd_bt", torch.zeros(0), persistent=False)
 
@@ -446,14 +464,20 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         # The polyphase form is an ordinary stride-1 convolution: Winograd applies.
         weight = poly.permute(2, 1, 0)  # [Cout * stride, Cin, taps]
         if winograd_suits(weight):
-            self.winograd_u, self.winograd_at, self.winograd_bt = winograd_weight(weight, WINOGRAD_TILE)
+            at, g, bt = transforms(WINOGRAD_TILE, weight.shape[-1])
+            self.winograd_g, self.winograd_at, self.winograd_bt = g, at.to(weight.dtype), bt.to(weight.dtype)
+            self.winograd_u = weight.new_zeros(0)  # derived from the weight at the first call
             self.use_winograd = True
-        else:
-            self.weight_poly = poly
-            self.use_poly = True
-        # The kernels read only the prepared form (see Conv1d.prepare_offline).
+            return
+        self.weight_poly = poly
+        self.use_poly = True
+        # The kernel reads only the polyphase form (see Conv1d.prepare_offline).
         if not parametrize.is_parametrized(self):
             self.weight = nn.Parameter(poly.new_zeros(0), requires_grad=False)
+
+    def winograd_weight(self) -> torch.Tensor:
+        """``U`` of the Winograd kernel, from the weight's polyphase form."""
+        return winograd_u(self.winograd_g, polyphase_weight(self.weight, self.stride[0]).permute(2, 1, 0))
 
     @property
     def delay(self) -> int:
@@ -467,6 +491,8 @@ class ConvTranspose1d(nn.ConvTranspose1d):
             wt = self.weight.reshape(self.in_channels, -1)
             y = conv_transpose1d_mm(x, wt, self.out_channels, self.stride[0])
         elif self.use_winograd:
+            if self.winograd_u.numel() == 0:
+                self.winograd_u = self.winograd_weight()
             taps = self.winograd_u.shape[0] - self.winograd_at.shape[0] + 1
             y = conv1d_winograd(x, self.winograd_u, self.winograd_at, self.winograd_bt, taps - 1, 1, x.shape[-1] + taps - 1)
             y = phases_to_time(y, self.out_channels, self.stride[0])

@@ -71,13 +71,23 @@ def transforms(m: int, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return at, g, bt.reshape(alpha, alpha)
 
 
+def winograd_u(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Transformed weights ``U [alpha, Cin, Cout]`` of a ``[Cout, Cin, r]`` correlation
+    kernel, with ``G [alpha, r]`` of :func:`transforms`: computed in float64 on the CPU (any
+    device computes the same numbers), returned in the weight's dtype and on its device.
+
+    TorchScript compiles it, so an exported offline model stores the ``r`` taps and derives
+    the ``alpha`` transformed ones when first called."""
+    u = torch.einsum("ak,oik->aio", g.to(torch.device("cpu"), torch.float64), weight.detach().cpu().double())
+    return u.to(weight.device, weight.dtype).contiguous()
+
+
 def winograd_weight(weight: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Transformed weights ``U [alpha, Cin, Cout]`` of a ``[Cout, Cin, r]`` correlation
-    kernel, with the float32 ``AT [m, alpha]`` and ``BT [alpha, alpha]`` that go with it."""
-    r = weight.shape[-1]
-    at, g, bt = transforms(m, r)
-    u = torch.einsum("ak,oik->aio", g, weight.detach().double())
-    return u.to(weight.dtype).contiguous(), at.to(weight.dtype), bt.to(weight.dtype)
+    kernel (:func:`winograd_u`), with the ``AT [m, alpha]`` and ``BT [alpha, alpha]`` that go
+    with it, in the weight's dtype."""
+    at, g, bt = transforms(m, weight.shape[-1])
+    return winograd_u(g, weight), at.to(weight.dtype), bt.to(weight.dtype)
 
 
 def conv1d_winograd(
