@@ -228,7 +228,7 @@ def compare(dump: dict[str, Any], run_dir: Path) -> list[tuple[str, float, str]]
             else:
                 row(f"stage 2 step {k} (generator): multiband", rel(losses["multiband"], ref["multiband_spectral_distance"]))
                 row(f"stage 2 step {k} (generator): fullband", rel(losses["fullband"], ref["fullband_spectral_distance"]))
-                row(f"stage 2 step {k} (generator): adversarial", rel(losses["adv"], ref["adversarial"]))
+                row(f"stage 2 step {k} (generator): adversarial", rel(losses["adversarial"], ref["adversarial"]))
                 row(f"stage 2 step {k} (generator): feature matching", rel(losses["feature_matching"], ref["feature_matching"] / w_fm))
                 # The reference sums v * weights.get(k, 1): feature matching weighted twice. Its
                 # regularization term has no gradient here (detached latent) and ours omits it.

@@ -256,7 +256,7 @@ def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_s
         fail(f"no 'vae step {steps}/{steps} ... steps/s' line in {log}")
     rate = float(m[-1])
     model, _cfg, ckpt = load_model(run)
-    if ckpt["step"] != steps or ckpt["stage"] != "vae":
+    if ckpt.step != steps or ckpt.stage != "vae":
         fail(f"{run}: checkpoint at {ckpt['stage']} step {ckpt['step']}, not vae step {steps}")
     dist = []
     out = work / "ours_recon"
@@ -268,7 +268,7 @@ def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_s
             y = model(x)[0, 0, : x.shape[-1]].numpy()
         np.save(out / p.name, y)
         dist.append(log_spectral_distance(np.load(p), y))
-    return {"steps": ckpt["step"], "wall_s": wall, "train_s": steps / rate, "distances": dist,
+    return {"steps": ckpt.step, "wall_s": wall, "train_s": steps / rate, "distances": dist,
             "cpu_s": cpu, "load_1min": [load0, os.getloadavg()[0]], "checkpoint": str(run)}
 
 

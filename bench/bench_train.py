@@ -141,7 +141,7 @@ def time_mode(preset: str, stage_name: str, dataset: Path, device: str, mode: st
     import torch
 
     from rave_model.train.pending import PendingLosses
-    from rave_model.train.stage import DataPosition
+    from rave_model.data import DataPosition
 
     row: dict[str, Any] = {"preset": preset, "stage": stage_name, "mode": mode}
     t_build = time.perf_counter()
@@ -235,7 +235,7 @@ def loader_rates(preset: str, dataset: Path, device: str, augment: str, batches:
 
     from rave_model.config import load_config
     from rave_model.data import TrainData, load_augment_plan, phase_mangle, random_crop
-    from rave_model.train.stage import DataPosition
+    from rave_model.data import DataPosition
 
     cfg = load_config(preset, ["train.num_workers=-1"])
     plan = load_augment_plan(augment)
@@ -310,7 +310,7 @@ def loss_curve(preset: str, dataset: Path, device: str, mode: str, steps: int, s
     import torch
 
     from rave_model.train.pending import PendingLosses
-    from rave_model.train.stage import DataPosition
+    from rave_model.data import DataPosition
 
     stage, ctx = build_stage(preset, "vae", dataset, device, mode, [f"train.seed={seed}", "train.num_workers=-1"])
     pending = PendingLosses()

@@ -3,14 +3,17 @@
 A run is described by one :class:`Config` made of four sections. Presets are TOML
 files shipped in ``rave_model/presets`` (``v1``, ``v2``, ``v2_small``, ``small``, ``tiny``); a
 preset only has to name the keys it changes, every other key takes the dataclass
-default below. Any key can be overridden as ``"section.key=value"`` (values are
-parsed as TOML, so ``model.ratios=[4,4,2]`` and ``train.lr=1e-4`` work) or from a
-mapping. Unknown keys are refused with the list of valid ones, and every value is
-coerced to the field's type and checked, so a typo never silently trains the wrong
+default below. :func:`apply_overrides` sets keys from ``"section.key=value"`` strings
+(values are parsed as TOML, so ``model.ratios=[4,4,2]`` and ``train.lr=1e-4`` work) or
+from a mapping. Unknown keys are refused with the closest valid one, and every value
+is coerced to the field's type and checked, so a typo never silently trains the wrong
 model.
 
 Adding a key: add a typed field with a default to the right dataclass (and, if a
-preset needs another value, to that preset). Nothing else has to change.
+preset needs another value, to that preset). Nothing else has to change. A
+``dict[str, float]`` field (``train.loss_weights``) is a table whose entries are
+keys of their own (``train.loss_weights.feature_matching``); its default names
+every entry it accepts.
 
 The defaults are acids-rave 2.3.1's v1 configuration where it fixes them, with its
 effective values (docs/training.md lists every deliberate difference).
@@ -18,6 +21,8 @@ effective values (docs/training.md lists every deliberate difference).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -119,11 +124,16 @@ class TrainConfig:
     """Channels of the first discriminator layer."""
     disc_layers: int = 4
     """Strided layers per sub-discriminator."""
-    feature_matching: float = 100.0
-    """Effective weight of the feature-matching loss in stage 2. acids-rave multiplies the
-    distance by its ``weights['feature_matching']`` twice (when it builds the loss dict and
-    again when it sums it), so its effective weight is the square of the gin value:
-    v1's 10 is 100 here, v2's 20 is 400."""
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"multiband": 1.0, "fullband": 1.0, "adversarial": 1.0, "feature_matching": 100.0}
+    )
+    """Weight of each loss term in the total a decoder step minimises, one key per term
+    (``[train.loss_weights]`` in a preset, ``--set train.loss_weights.NAME=W``): the
+    multiband and fullband spectral distances (stages 1 and 2), the generator's adversarial
+    loss and the feature matching (stage 2). The KL term is weighted by the beta schedule
+    below. ``feature_matching`` is the effective weight: acids-rave multiplies the distance
+    by its ``weights['feature_matching']`` twice (when it builds the loss dict and again
+    when it sums it), so v1's 10 is 100 here, v2's 20 is 400."""
     valid_signal_crop: bool = False
     """Compute the multiband distance only where the output does not see the crop's edges:
     both sub-band signals lose the model's receptive field (measured once per run, by
@@ -139,7 +149,6 @@ class TrainConfig:
     device and the cores, see docs/training.md "Speed")."""
     seed: int = 0
     """Seed of every random draw of the run (crops, augmentation, initialisation)."""
-    # -- added by the training helper (rave_model/train, docs/training.md) --
     lr_end_factor: float = 0.1
     """Stage 1 learning rate decays linearly to lr * lr_end_factor (the reference's
     LinearLR); stage 2 trains the decoder at that final rate."""
@@ -168,7 +177,6 @@ class TrainConfig:
     """Training examples encoded for the latent PCA after stage 1."""
     fidelity: float = 0.95
     """Explained-variance share whose number of latent dimensions is reported and stored."""
-    # -- speed (rave_model/train/precision.py, docs/training.md "Speed") --
     precision: str = "auto"
     """Arithmetic of the networks in stages 1 and 2: "32", "bf16" (autocast to bfloat16),
     "16-mixed" (autocast to float16 with gradient scaling) or "auto" (see docs/training.md
@@ -233,9 +241,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Inverse of :meth:`to_dict`; keys missing from ``d`` take their defaults, so
-        checkpoints written before a key existed still load. Unknown keys are refused."""
+        checkpoints written before a key existed still load, and a key listed in
+        :data:`MOVED` is read into its new place. Unknown keys are refused."""
         cfg = cls()
-        _apply(cfg, _flatten(d))
+        flat = _flatten(d)
+        _apply(cfg, {MOVED.get(k, k): v for k, v in flat.items()})
         cfg.validate()
         return cfg
 
@@ -281,9 +291,24 @@ class Config:
             raise ValueError(f"data.n_signal ({d.n_signal}) must be a multiple of the hop length ({self.hop_length})")
 
 
+#: Keys of an earlier layout -> the key that holds the value now. A stored config
+#: (a checkpoint's) is read with the value moved; a preset or an override naming the
+#: old key is refused with the new name.
+MOVED: dict[str, str] = {"train.feature_matching": "train.loss_weights.feature_matching"}
+
+
 def valid_keys() -> list[str]:
-    """Every ``section.key`` a preset or an override may set."""
-    return [f"{s}.{f.name}" for s, t in SECTIONS.items() for f in dataclasses.fields(t)]
+    """Every ``section.key`` (and ``section.table.entry``) a preset or an override may set."""
+    keys = []
+    for section, cls in SECTIONS.items():
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            value = getattr(defaults, f.name)
+            if isinstance(value, dict):
+                keys += [f"{section}.{f.name}.{entry}" for entry in value]
+            else:
+                keys.append(f"{section}.{f.name}")
+    return keys
 
 
 def preset_path(name: str) -> Path:
@@ -291,19 +316,9 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("rave_model") / "presets" / f"{name}.toml"))
 
 
-def load_config(preset: str | Path = "v2", overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """Build a Config from a preset and overrides.
-
-    Args:
-        preset: a packaged preset name ("v1", "v2", "v2_small", "small", "tiny") or a path to a .toml
-            file with [data], [model], [train], [prior] tables.
-        overrides: ``["train.batch_size=4", ...]`` (values parsed as TOML, bare words as
-            strings) or a mapping, flat (``{"train.batch_size": 4}``) or nested.
-
-    Raises:
-        ValueError: unknown preset, unknown key (the message lists the valid keys), a value
-            of the wrong type, or an inconsistent configuration.
-    """
+def read_preset(preset: str | Path = "v2") -> Config:
+    """The Config of a packaged preset name or a ``.toml`` file with [data], [model],
+    [train], [prior] tables (keys it does not name keep their defaults)."""
     path = Path(preset)
     if isinstance(preset, str) and preset in PRESETS:
         path = preset_path(preset)
@@ -315,12 +330,67 @@ def load_config(preset: str | Path = "v2", overrides: Sequence[str] | Mapping[st
         raise ValueError(f"{path}: invalid TOML: {e}") from None
     cfg = Config()
     _apply(cfg, _flatten(table), origin=str(path))
-    if isinstance(overrides, Mapping):
-        _apply(cfg, _flatten(overrides), origin="overrides")
-    else:
-        _apply(cfg, dict(_parse_override(o) for o in overrides), origin="overrides")
     cfg.validate()
     return cfg
+
+
+def apply_overrides(base: Config | Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """A new Config: ``base`` (a Config or its ``to_dict()``) with ``overrides`` set.
+
+    Args:
+        overrides: ``["train.batch_size=4", "train.loss_weights.feature_matching=400", ...]``
+            (each value parsed as a TOML value; a bare word that is not valid TOML is a
+            string) or a mapping, flat (``{"train.batch_size": 4}``) or nested.
+
+    Raises:
+        ValueError: naming the key: an unknown key (with the closest valid one), a
+            value of the wrong type, or an inconsistent configuration.
+    """
+    cfg = Config.from_dict(base.to_dict() if isinstance(base, Config) else base)
+    if isinstance(overrides, Mapping):
+        flat = _flatten(overrides)
+    else:
+        flat = _flatten(dict(_parse_override(o) for o in overrides))
+    _apply(cfg, flat, origin="--set")
+    cfg.validate()
+    return cfg
+
+
+def load_config(preset: str | Path = "v2", overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """A preset (:func:`read_preset`) with overrides (:func:`apply_overrides`).
+
+    Raises:
+        ValueError: unknown preset, unknown key, a value of the wrong type, or an
+            inconsistent configuration; the message names the file or the key.
+    """
+    return apply_overrides(read_preset(preset), overrides)
+
+
+def to_toml(d: Mapping[str, Any]) -> str:
+    """A ``Config.to_dict()`` as TOML text (what the run log shows)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, Mapping):
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+        return repr(v)
+
+    lines = []
+    for section, values in d.items():
+        if isinstance(values, Mapping):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {val(v)}" for k, v in values.items() if v is not None]
+            lines.append("")
+        elif values is not None:
+            lines.insert(0, f"{section} = {val(values)}")
+    return "\n".join(lines)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
@@ -336,26 +406,44 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def _flatten(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested or dotted keys -> ``{"section.key": value}``, a table field's entries
+    as ``"section.key.entry"``."""
     flat: dict[str, Any] = {}
     for k, v in d.items():
         if k in SECTIONS and isinstance(v, Mapping):
             for kk, vv in v.items():
-                flat[f"{k}.{kk}"] = vv
+                flat.update(_flatten({f"{k}.{kk}": vv}))
+        elif isinstance(v, Mapping) and k.count(".") == 1:
+            flat.update({f"{k}.{entry}": x for entry, x in v.items()})
         else:
             flat[k] = v
     return flat
+
+
+def _unknown(key: str, origin: str) -> ValueError:
+    if key in MOVED:
+        return ValueError(f"{origin}: unknown key {key!r}: set {MOVED[key]} instead")
+    section, _, name = key.partition(".")
+    known = [k for k in valid_keys() if k.startswith(section + ".")]
+    close = difflib.get_close_matches(name, [k.partition(".")[2] for k in known], n=1)
+    if close:
+        return ValueError(f"{origin}: unknown key {key!r}; did you mean '{section}.{close[0]}'?")
+    return ValueError(f"{origin}: unknown key {key!r}; valid keys: {', '.join(known or valid_keys())}")
 
 
 def _apply(cfg: Config, flat: Mapping[str, Any], origin: str = "config") -> None:
     valid = set(valid_keys())
     for key, value in flat.items():
         if key not in valid:
-            raise ValueError(f"{origin}: unknown key {key!r}; valid keys: {', '.join(valid_keys())}")
-        section, name = key.split(".", 1)
+            raise _unknown(key, origin)
+        section, name, *entry = key.split(".")
         obj = getattr(cfg, section)
         hint = typing.get_type_hints(type(obj))[name]
-        setattr(obj, name, _coerce(value, hint, key))
-
+        if entry:
+            (inner,) = typing.get_args(hint)[1:]
+            getattr(obj, name)[entry[0]] = _coerce(value, inner, key)
+        else:
+            setattr(obj, name, _coerce(value, hint, key))
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Coerce ``value`` to the annotated type (int, float, bool, str, list[...])."""

@@ -27,13 +27,12 @@ Distributed-ready: :class:`ResumableBatchSampler` takes ``rank`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from rave_model.train.stage import DataPosition
 
 if TYPE_CHECKING:
     import torch
@@ -45,6 +44,25 @@ SPLIT_SEED = 42  # the reference's split seed: same split across runs and helper
 
 class DatasetError(ValueError):
     """A dataset that cannot train this preset; the message says what to do."""
+
+
+@dataclass
+class DataPosition:
+    """Where the training data stream stands: the epoch and the number of
+    examples of that epoch already consumed (by this rank). Saved in every
+    checkpoint so a resumed run sees exactly the batches an uninterrupted run
+    would have seen."""
+
+    epoch: int = 0
+    offset: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, int] | None) -> DataPosition:
+        d = d or {}
+        return cls(int(d.get("epoch", 0)), int(d.get("offset", 0)))
 
 
 # -- reading examples ------------------------------------------------------------------
@@ -228,9 +246,8 @@ def usable_cores() -> int:
 def auto_workers(device: Any, processes: int = 1, cores: int | None = None) -> int:
     """The loader's worker count for ``train.num_workers = -1``.
 
-    On an accelerator the GPU step is fast and the loader must keep up (a v2 step
-    at batch 8 needs 8 crops every 50 ms at 20 steps/s, and online augmentation
-    costs tens of milliseconds per crop): every core but two (the training
+    On an accelerator the GPU step is fast and the loader must keep up (online
+    augmentation costs more per crop than a step): every core but two (the training
     process and its pin-memory thread) is shared among this machine's training
     processes, at most 16 each. On a CPU the training itself uses the cores and a
     step takes a second or more: 2 workers (1 on a machine of 2-3 cores).
@@ -252,10 +269,7 @@ class _WorkerInit:
     before the loader started (validation, the PCA, a previous stage's loader),
     and LMDB's documentation forbids using an environment across fork(). The
     worker closes its inherited copy (its own mapping and file descriptor; the
-    parent's stay open) and the next read opens a fresh one. (Workers died of
-    segmentation faults in one GPU run of bench/bench_train.py whose parent held
-    such a handle and had run the augmentation plan itself; the cause was not
-    isolated, see docs/training.md "Speed".)
+    parent's stay open) and the next read opens a fresh one.
     """
 
     def __init__(self, path: Path) -> None:

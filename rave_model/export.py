@@ -204,9 +204,9 @@ def export_run(
     The file is written to a temporary name and renamed, so a failed export never leaves
     a half-written model. Returns the path and a summary (latent dims, sampling rate, ...).
     """
-    from rave_model.model import load_model_from_checkpoint
+    from rave_model.train.checkpoint import load_model
 
-    model, ckpt = load_model_from_checkpoint(run, which=which)
+    model, _cfg, ckpt = load_model(run, which=which)
     prior = None
     try:
         from rave_model.prior import load_prior
@@ -233,7 +233,7 @@ def export_run(
         "full_latent_size": int(model.latent_size),
         "streaming": streaming,
         "prior": prior is not None,
-        "stage": ckpt.get("stage"),
-        "step": ckpt.get("step"),
+        "stage": ckpt.stage,
+        "step": ckpt.step,
     }
     return output, info

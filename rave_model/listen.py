@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from rave_model.prior import LatentPrior
+    from rave_model.train.checkpoint import Checkpoint
 
 
 class ListenError(ValueError):
@@ -56,7 +57,7 @@ class Listener:
     latent_size: int  # dimensions `encode` gives
     module: Any  # RAVE (checkpoint) or torch.jit.ScriptModule (export)
     scripted: bool
-    checkpoint: dict[str, Any] | None = None
+    checkpoint: Checkpoint | None = None
     prior: LatentPrior | None = None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

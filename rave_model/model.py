@@ -16,9 +16,6 @@ identity, zeros and a uniform ramp.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -131,8 +128,8 @@ class RAVE(nn.Module):
     def for_inference(self) -> RAVE:
         """A folded eval-mode copy on the offline inference kernels (BatchNorm folded,
         Winograd and per-tap BLAS convolutions; ``cached_conv.prepare_offline``): the
-        same outputs up to float rounding, about 1.4x faster on a CPU (v1, one thread:
-        15.6x -> 22.3x real time), whole signals only (no streaming, no training)."""
+        same outputs up to float rounding, faster on a CPU (docs/listening.md gives the
+        figures), whole signals only (no streaming, no training)."""
         from rave_model.cached_conv import fold_batchnorm, prepare_offline
 
         fast = self.folded().eval()
@@ -151,14 +148,3 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
     return {"encoder": n(model.encoder), "decoder": n(model.decoder), "total": n(model)}
 
-
-def load_model_from_checkpoint(path: Path | str, which: str = "last") -> tuple[RAVE, dict[str, Any]]:
-    """Rebuild the model of a run folder or checkpoint file, in eval mode, on the CPU.
-
-    Returns ``(model, checkpoint dict)``; raises ValueError / FileNotFoundError with a
-    message naming the file when it is not a usable checkpoint.
-    """
-    from rave_model.train.checkpoint import load_model
-
-    model, _cfg, ckpt = load_model(path, which=which, device="cpu")
-    return model, ckpt

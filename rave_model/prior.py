@@ -53,11 +53,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from rave_model.train.checkpoint import Checkpoint
 
 #: Quantised values are clamped to +-CLAMP standard deviations when decoded,
 #: so the outermost bins (which reach to infinity) cannot produce huge values.
@@ -397,7 +400,7 @@ def latent_dims_for_fidelity(fidelity: torch.Tensor, target: float) -> int:
     return int(above[0, 0]) + 1 if len(above) else int(fidelity.shape[0])
 
 
-def load_prior(checkpoint: dict[str, Any]) -> LatentPrior | None:
+def load_prior(checkpoint: Checkpoint) -> LatentPrior | None:
     """The prior stored in a training checkpoint (``ravemodel fit``), in eval
     mode on the CPU, or None when the run has no prior (yet).
 
@@ -406,9 +409,9 @@ def load_prior(checkpoint: dict[str, Any]) -> LatentPrior | None:
     in (or past) the prior stage carries it there. A prior interrupted mid-stage
     is returned too: it is usable, only less trained.
     """
-    if checkpoint.get("stage") != "prior":
+    if checkpoint.stage != "prior":
         return None
-    state = checkpoint.get("stage_state") or {}
+    state = checkpoint.stage_state
     if "args" not in state or "prior" not in state:
         return None
     args = dict(state["args"])

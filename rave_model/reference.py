@@ -445,7 +445,7 @@ def _map_training(g: GinConfig, cfg: Config) -> None:
     for key in ("adversarial", "audio_distance", "multiband_audio_distance"):
         _refuse(float(weights.get(key, 1.0)) != 1.0, f"RAVE.weights[{key!r}] = {weights.get(key)} (only 1 is supported)")
     # The reference multiplies by this weight when it builds the loss and again when it sums it.
-    t.feature_matching = float(weights.get("feature_matching", 20)) ** 2
+    t.loss_weights["feature_matching"] = float(weights.get("feature_matching", 20)) ** 2
     fm = g.get(R, "feature_matching_fun")
     _refuse(_ref_name(fm) != "core.mean_difference", f"RAVE.feature_matching_fun = {fm!r}")
     norm = g.get("core.mean_difference", "norm", "L1", scope=fm.scope)

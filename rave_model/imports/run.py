@@ -3,7 +3,7 @@
 The run folder holds what ``ravemodel fit`` would have written (see
 :mod:`rave_model.train.checkpoint`)::
 
-    RUN/checkpoints/last.ckpt     format 1 checkpoint, stage "imported"
+    RUN/checkpoints/last.ckpt     a checkpoint (Checkpoint), stage "imported"
     RUN/acids-rave-config.gin     the reference's gin config (checkpoint imports)
 
 Stages: "vae" is marked done (the weights are a trained representation and carry the
@@ -167,26 +167,17 @@ def _build_model(cfg: Any, ref_state: dict[str, Any], origin: Path) -> Any:
 
 
 def _write_run(output: Path, cfg: Any, model: Any, done: list[str], step: int, imported: dict[str, Any]) -> Path:
-    import torch
-
-    from rave_model import __version__
-    from rave_model.train import checkpoint as ckpt_io
+    from rave_model.train.checkpoint import Checkpoint, Provenance, run_file
     from rave_model.train.pca import dims_for_fidelity
 
-    state = {
-        "format": ckpt_io.FORMAT,
-        "config": cfg.to_dict(),
-        "stage": STAGE,
-        "step": int(step),
-        "done": list(done),
-        "model": model.state_dict(),
-        "stage_state": {},
-        "data": None,
-        "rng": None,
-        "best": None,
-        "info": {"vae": {"pca_dims": dims_for_fidelity(model.fidelity, float(cfg.train.fidelity)), "fidelity": float(cfg.train.fidelity)}},
-        "provenance": {"ravemodel": __version__, "torch": torch.__version__, "imported_from": imported},
-    }
-    path = ckpt_io.checkpoint_dir(output) / ckpt_io.LAST
-    ckpt_io.save_atomic(state, path)
-    return path
+    fidelity = float(cfg.train.fidelity)
+    ckpt = Checkpoint(
+        config=cfg,
+        stage=STAGE,
+        step=int(step),
+        model=model.state_dict(),
+        done=list(done),
+        info={"vae": {"pca_dims": dims_for_fidelity(model.fidelity, fidelity), "fidelity": fidelity}},
+        provenance=Provenance.current(imported_from=imported),
+    )
+    return ckpt.save(run_file(output))

@@ -4,11 +4,11 @@ The encoder is frozen (eval mode, no gradients: its BatchNorm statistics and
 the latent PCA stay what stage 1 left). The decoder learns against a
 discriminator (:mod:`rave_model.discriminator`): on one step in
 ``train.disc_every`` the discriminator is updated on real vs decoded audio,
-on the others the decoder is updated on
+on the others the decoder is updated on the weighted sum (``train.loss_weights``) of
 
-    multiband + fullband spectral distance
-    + adversarial loss (hinge or LSGAN, ``train.gan_loss``)
-    + ``train.feature_matching`` * feature matching,
+    multiband and fullband spectral distances,
+    adversarial loss (hinge or LSGAN, ``train.gan_loss``),
+    feature matching,
 
 as the reference alternates them. Adam with ``train.betas`` for both; the
 decoder continues at the rate stage 1 ended with (``lr * lr_end_factor``),
@@ -27,6 +27,7 @@ from rave_model.losses import adversarial_losses
 from rave_model.train import precision as prec
 from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
 from rave_model.train.stage import Stage, TrainContext
+from rave_model.train.total_loss import weighted_sum
 
 
 def _split(features: list[list[torch.Tensor]], n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
@@ -100,15 +101,15 @@ class AdversarialStage(Stage):
         real, fake = self._features(self.disc_score, torch.cat([batch, y], 0), n)
         self.discriminator.requires_grad_(True)
         adv = adversarial_losses(real, fake, str(tc.gan_loss), int(tc.fm_skip_features), bool(tc.fm_relative))
-        loss = losses["multiband"] + losses["fullband"] + adv["adv"] + float(tc.feature_matching) * adv["feature_matching"]
-        self.precision.step(loss, self.gen_opt, self.gen_scaler)
-        return {
-            "multiband": losses["multiband"].detach(),
-            "fullband": losses["fullband"].detach(),
-            "adv": adv["adv"].detach(),
-            "feature_matching": adv["feature_matching"].detach(),
-            "loss": loss.detach(),
+        terms = {
+            "multiband": losses["multiband"],
+            "fullband": losses["fullband"],
+            "adversarial": adv["adv"],
+            "feature_matching": adv["feature_matching"],
         }
+        loss = weighted_sum(terms, tc.loss_weights)
+        self.precision.step(loss, self.gen_opt, self.gen_scaler)
+        return {**{k: v.detach() for k, v in terms.items()}, "loss": loss.detach()}
 
     def validate(self) -> dict[str, float]:
         metrics = validate(self.ctx, self.recon.fullband)

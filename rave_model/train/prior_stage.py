@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rave_model.train.stage import DataPosition, Stage, TrainContext
+from rave_model.data import DataPosition
+from rave_model.train.stage import Stage, TrainContext
 
 if TYPE_CHECKING:
     import torch

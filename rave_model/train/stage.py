@@ -23,28 +23,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from rave_model.config import Config
-    from rave_model.data import TrainData
+    from rave_model.data import DataPosition, TrainData
     from rave_model.model import RAVE
     from rave_model.train.logging import TrainLogger
-
-
-@dataclass
-class DataPosition:
-    """Where the training data stream stands: the epoch and the number of
-    examples of that epoch already consumed (by this rank). Saved in every
-    checkpoint so a resumed run sees exactly the batches an uninterrupted run
-    would have seen."""
-
-    epoch: int = 0
-    offset: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, int] | None) -> DataPosition:
-        d = d or {}
-        return cls(int(d.get("epoch", 0)), int(d.get("offset", 0)))
 
 
 def _identity(module: nn.Module) -> nn.Module:

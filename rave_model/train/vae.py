@@ -1,8 +1,9 @@
 """Stage 1: representation learning (the VAE warm-up of RAVE).
 
-Encoder and decoder are trained together on the multiband + full-band
-spectral distance plus ``beta * KL``, with beta warmed up log-linearly from
-``train.beta_start`` to ``train.beta_end`` over ``train.beta_warmup_steps``.
+Encoder and decoder are trained together on the multiband and full-band
+spectral distances (weighted by ``train.loss_weights``) plus ``beta * KL``, with
+beta warmed up log-linearly from ``train.beta_start`` to ``train.beta_end`` over
+``train.beta_warmup_steps``.
 Adam (``train.lr``, ``train.betas``) with the learning rate decaying linearly
 to ``lr * train.lr_end_factor`` over the stage, as the reference schedules it.
 When the stage ends, the latent PCA (:mod:`rave_model.train.pca`) fills the
@@ -19,6 +20,14 @@ from rave_model.losses import beta_schedule
 from rave_model.train import precision as prec
 from rave_model.train.reconstruction import Reconstruction, log_reconstructions, validate
 from rave_model.train.stage import Stage, TrainContext
+from rave_model.train.total_loss import weighted_sum
+
+
+def kl_weight(step: int, tc: Any) -> float:
+    """Beta at stage-1 step ``step`` (0 for the first batch). The reference's warm-up
+    callback counts the batch before it computes beta, so its first batch is at
+    schedule step 1: step k here trains with the schedule at k + 1."""
+    return beta_schedule(step + 1, int(tc.beta_warmup_steps), float(tc.beta_start), float(tc.beta_end))
 
 
 class VAEStage(Stage):
@@ -45,9 +54,10 @@ class VAEStage(Stage):
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
         tc = self.ctx.cfg.train
-        beta = beta_schedule(step, int(tc.beta_warmup_steps), float(tc.beta_start), float(tc.beta_end))
+        beta = kl_weight(step, tc)
         _, losses = self.recon(batch)
-        loss = losses["multiband"] + losses["fullband"] + beta * losses["kl"]
+        spectral = {k: losses[k] for k in ("multiband", "fullband")}
+        loss = weighted_sum(spectral, tc.loss_weights) + beta * losses["kl"]
         self.precision.step(loss, self.opt, self.scaler)
         self.sched.step()
         out: dict[str, torch.Tensor | float] = {k: v.detach() for k, v in losses.items()}

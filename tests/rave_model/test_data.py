@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from rave_model.config import load_config
-from rave_model.data import DatasetError, ExampleSource, ResumableBatchSampler, TrainData, load_augment_plan, split_indices
-from rave_model.train.stage import DataPosition
+from rave_model.data import DataPosition, DatasetError, ExampleSource, ResumableBatchSampler, TrainData, load_augment_plan, split_indices
 from tests.audio import concat, sine, write
 from tests.rave_model.datasets import tiny_examples, write_dataset
 

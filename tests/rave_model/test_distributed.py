@@ -21,7 +21,7 @@ import pytest
 
 from rave_model.data import ResumableBatchSampler
 from rave_model.train import distributed as dist
-from rave_model.train.stage import DataPosition
+from rave_model.data import DataPosition
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -208,8 +208,8 @@ def test_ravemodel_fit_nproc_2_stops_with_a_checkpoint_that_one_process_resumes(
     assert first.returncode == 0, first.stderr
     assert first.stderr.count("stopped at prior step 1/3") == 1, first.stderr  # rank 0 alone logs
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert (ckpt["stage"], ckpt["step"], ckpt["done"]) == ("prior", 1, ["vae", "adversarial"])
-    assert ckpt["data"]["world_size"] == 2
+    assert (ckpt.stage, ckpt.step, ckpt.done) == ("prior", 1, ["vae", "adversarial"])
+    assert ckpt.world_size == 2
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone
 
     # One process resumes the checkpoint of two and finishes the prior.
@@ -218,7 +218,7 @@ def test_ravemodel_fit_nproc_2_stops_with_a_checkpoint_that_one_process_resumes(
     assert "resuming" in second.stderr and "stage prior, step 1" in second.stderr
     assert "training complete: vae, adversarial, prior" in second.stdout
     done = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert done["done"] == ["vae", "adversarial", "prior"] and done["data"]["world_size"] == 1
+    assert done.done == ["vae", "adversarial", "prior"] and done.world_size == 1
 
 
 def _free_port() -> int:
@@ -253,8 +253,8 @@ def test_two_torchrun_nodes_on_localhost_train_every_stage_with_identical_weight
     assert r0["done"] == r1["done"] == ["vae", "adversarial", "prior"]
     _assert_same(r0["model"], r1["model"], "rank 1 against rank 0")
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert ckpt["done"] == ["vae", "adversarial", "prior"] and ckpt["data"]["world_size"] == 2
-    _assert_same(ckpt["model"], r1["model"], "rank 1 against the checkpoint")
+    assert ckpt.done == ["vae", "adversarial", "prior"] and ckpt.world_size == 2
+    _assert_same(ckpt.model, r1["model"], "rank 1 against the checkpoint")
 
 
 @pytest.mark.slow
@@ -335,8 +335,8 @@ def test_ctrl_c_or_sigterm_stops_every_rank_with_a_checkpoint(dataset: Path, tmp
     assert err.rstrip().endswith("interrupted; the last checkpoint is kept"), err
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert ckpt["stage"] == "vae" and ckpt["step"] >= 3 and ckpt["data"]["world_size"] == 2
-    assert f"stopped at vae step {ckpt['step']}/1000" in err
+    assert ckpt.stage == "vae" and ckpt.step >= 3 and ckpt.world_size == 2
+    assert f"stopped at vae step {ckpt.step}/1000" in err
 
 
 def test_a_ranks_crops_are_drawn_as_one_process_would_at_that_place_of_the_epoch(tmp_path: Path) -> None:

@@ -105,14 +105,14 @@ def test_a_warmed_up_run_becomes_a_run_of_ours(imported):
 
     src, run = imported
     model, cfg, ckpt = load_model(run)
-    assert ckpt["stage"] == "imported" and ckpt["done"] == ["vae", "adversarial"] and ckpt["step"] == 6
+    assert ckpt.stage == "imported" and ckpt.done == ["vae", "adversarial"] and ckpt.step == 6
     preset = load_config("v2_small")
     for key in ("architecture", "capacity", "ratios", "dilations", "noise_generator", "noise_hidden", "noise_bands", "noise_ratios",
                 "amplitude_modulation", "latent_size", "n_bands"):
         assert getattr(cfg.model, key) == getattr(preset.model, key), key
     assert (cfg.data.sr, cfg.data.channels) == (44100, 1)  # the gin's SAMPLING_RATE; channels from the weights
     assert cfg.train.vae_steps == phase_1("v2_small")  # the gin's PHASE_1_DURATION
-    where = ckpt["provenance"]["imported_from"]
+    where = ckpt.provenance.imported_from
     assert where["kind"] == "acids-rave checkpoint" and where["path"].endswith("epoch-epoch=0000.ckpt")
     assert where["gin"] == str((src / "config.gin").resolve()) and where["warmed_up"] is True
     assert (run / "acids-rave-config.gin").read_text() == (src / "config.gin").read_text()

@@ -17,7 +17,7 @@ from rave_model.cached_conv import (  # noqa: E402
     prepare_offline,
     set_streaming,
 )
-from rave_model.config import PRESETS, Config, load_config, valid_keys  # noqa: E402
+from rave_model.config import PRESETS, Config, apply_overrides, load_config, valid_keys  # noqa: E402
 from rave_model.model import RAVE, count_parameters  # noqa: E402
 from rave_model.pqmf import PQMF  # noqa: E402
 from tests.audio import clicks, concat, noise, sine  # noqa: E402
@@ -61,13 +61,39 @@ def test_overrides_are_parsed_and_coerced():
     assert load_config("tiny", {"train.lr": 1}).train.lr == 1.0  # int accepted for a float
 
 
-def test_unknown_key_is_refused_with_the_valid_keys():
-    with pytest.raises(ValueError) as err:
+def test_unknown_key_is_refused_with_the_closest_valid_one():
+    with pytest.raises(ValueError, match="unknown key 'train.batchsize'; did you mean 'train.batch_size'"):
         load_config("tiny", ["train.batchsize=4"])
-    assert "train.batchsize" in str(err.value) and "train.batch_size" in str(err.value)
+    with pytest.raises(ValueError, match="unknown key 'train.zzzzzz'; valid keys: train.batch_size, "):
+        load_config("tiny", ["train.zzzzzz=4"])
     with pytest.raises(ValueError, match="unknown key"):
         Config.from_dict({"model": {"capacty": 3}})
-    assert "model.capacity" in valid_keys()
+    assert "model.capacity" in valid_keys() and "train.loss_weights.feature_matching" in valid_keys()
+
+
+def test_apply_overrides_returns_a_new_config():
+    base = load_config("v2")
+    cfg = apply_overrides(base, ["train.lr=1e-4", "train.loss_weights.adversarial=2", "train.gan_loss=lsgan"])
+    assert (cfg.train.lr, cfg.train.gan_loss) == (1e-4, "lsgan")
+    assert cfg.train.loss_weights == {"multiband": 1.0, "fullband": 1.0, "adversarial": 2.0, "feature_matching": 400.0}
+    assert base.train.lr == 1e-3 and base.train.loss_weights["adversarial"] == 1.0  # the base is left as it was
+    # From a stored dictionary, and a whole table as a TOML inline table (entries it names change).
+    again = apply_overrides(cfg.to_dict(), ["train.loss_weights={feature_matching = 10}"])
+    assert again.train.loss_weights == {**cfg.train.loss_weights, "feature_matching": 10.0}
+    assert apply_overrides(cfg, []) == cfg
+    with pytest.raises(ValueError, match="train.loss_weights.adversarial must be a number"):
+        apply_overrides(base, ["train.loss_weights.adversarial=high"])
+
+
+def test_the_feature_matching_weight_key():
+    # A preset or an override naming the key of the earlier layout is told the new one.
+    with pytest.raises(ValueError, match="unknown key 'train.feature_matching': set train.loss_weights.feature_matching instead"):
+        load_config("v2", ["train.feature_matching=400"])
+    # A stored config (an older run's checkpoint) is read with the value in its new place.
+    stored = load_config("v2").to_dict()
+    del stored["train"]["loss_weights"]
+    stored["train"]["feature_matching"] = 25.0
+    assert Config.from_dict(stored).train.loss_weights["feature_matching"] == 25.0
 
 
 @pytest.mark.parametrize(
@@ -304,7 +330,7 @@ def test_batchnorm_folds_into_the_preceding_convolution():
 
 
 def test_load_model_from_checkpoint(tmp_path: Path):
-    from rave_model.model import load_model_from_checkpoint
+    from rave_model.train.checkpoint import load_model
 
     cfg = load_config("tiny")
     model = RAVE(cfg)
@@ -312,8 +338,8 @@ def test_load_model_from_checkpoint(tmp_path: Path):
     ckpt = {"format": 1, "config": cfg.to_dict(), "stage": "vae", "step": 3, "model": model.state_dict()}
     (tmp_path / "checkpoints").mkdir()
     torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
-    loaded, info = load_model_from_checkpoint(tmp_path)
-    assert info["step"] == 3 and not loaded.training
+    loaded, loaded_cfg, info = load_model(tmp_path)
+    assert info.step == 3 and not loaded.training and loaded_cfg == cfg
     assert torch.equal(loaded.latent_mean, model.latent_mean)
     with pytest.raises(FileNotFoundError, match="no last.ckpt"):
-        load_model_from_checkpoint(tmp_path / "elsewhere")
+        load_model(tmp_path / "elsewhere")

@@ -18,17 +18,27 @@ import pytest
 import torch
 
 from rave_model.config import load_config
-from rave_model.data import TrainData, auto_workers, phase_mangle
+from rave_model.data import DataPosition, TrainData, auto_workers, phase_mangle
 from rave_model.model import RAVE
 from rave_model.train import precision as prec
 from rave_model.train.adversarial import AdversarialStage
 from rave_model.train.logging import DataWait, TrainLogger, data_wait_advice
 from rave_model.train.pending import PendingLosses
 from rave_model.train.runner import TrainingDiverged, fit
-from rave_model.train.stage import DataPosition, TrainContext
+from rave_model.train.stage import TrainContext
 from rave_model.train.vae import VAEStage
-# The training tests' fixtures: one torch thread, and their tiny dataset.
-from tests.rave_model.test_train import _one_thread, dataset  # noqa: F401
+from tests.rave_model.datasets import tiny_examples, write_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds", tiny_examples(10))
+
 
 # The tiny preset with the v2 architecture (no noise branch): what v2 and v2_small compile.
 TINY_V2 = ['model.architecture="v2"', "model.use_noise=false", "model.dilations=[[1],[1],[1]]"]
@@ -149,7 +159,7 @@ def test_fit_compiled_resumes_from_an_uncompiled_checkpoint(dataset, tmp_path, m
     resumed = fit(dataset, run, preset="tiny", overrides=[*fast, "train.compile=true", 'train.precision="bf16"'], device="cpu")
     assert resumed.done[:2] == ["vae", "adversarial"]
     assert [s for _, s, _ in resumed.history] == [3, 4, 1, 2]
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # tensors and plain data only
     assert not any("_orig_mod" in k for k in ckpt["model"])
 
 
@@ -184,7 +194,7 @@ def test_nan_is_caught_at_the_log_step_and_names_its_own_step(dataset, tmp_path,
         fit(dataset, run, preset="tiny", overrides=["train.vae_steps=20", "train.log_every=4", "train.ckpt_every=4", "train.val_every=100"], device="cpu")
     from rave_model.train import checkpoint as ckpt_io
 
-    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["step"] == 4
+    assert ckpt_io.load(run / "checkpoints" / "last.ckpt").step == 4
 
 
 # -- data loader ---------------------------------------------------------------------------------

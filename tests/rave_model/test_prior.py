@@ -125,15 +125,18 @@ def test_scripted_prior_streams_in_a_fresh_process(tmp_path):
     assert out.stdout.strip() == "ok"
 
 
-def test_load_prior_from_a_checkpoint_dict():
+def test_load_prior_from_a_checkpoint():
+    from rave_model.config import load_config
+    from rave_model.train.checkpoint import Checkpoint
+
     p = tiny_prior()
     args = {"latent_size": 3, "resolution": 8, "hidden_size": 16, "skip_size": 16, "n_layers": 3, "cycle_size": 2, "kernel_size": 3}
-    ckpt = {"stage": "prior", "stage_state": {"args": args, "prior": p.state_dict()}}
-    q = load_prior(ckpt)
+    cfg = load_config("tiny")
+    q = load_prior(Checkpoint(config=cfg, stage="prior", step=5, model={}, stage_state={"args": args, "prior": p.state_dict()}))
     assert q is not None and q.latent_size == 3
     x = one_hot(to_bins(torch.randn(1, 3, 10), 8), 8)
     assert torch.equal(p(x), q(x))
-    assert load_prior({"stage": "adversarial", "stage_state": {}}) is None
+    assert load_prior(Checkpoint(config=cfg, stage="adversarial", step=5, model={})) is None
 
 
 # --- stage 3 through the real runner ---------------------------------------------------------
@@ -168,7 +171,7 @@ def test_prior_stage_trains_and_resumes_exactly(dataset, tmp_path):
     first = fit(dataset, tmp_path / "split", preset="tiny", overrides=FAST, device="cpu", stop_after=BEFORE_PRIOR + 4)
     assert first.stopped and prior_losses(first) == losses[:4]
     ckpt = load(tmp_path / "split" / "checkpoints" / "last.ckpt")
-    assert (ckpt["stage"], ckpt["step"]) == ("prior", 4)
+    assert (ckpt.stage, ckpt.step) == ("prior", 4)
     cache = tmp_path / "split" / "prior" / "latents.pt"
     made = cache.stat().st_mtime_ns
     second = fit(dataset, tmp_path / "split", preset="tiny", overrides=FAST, device="cpu")

@@ -50,7 +50,7 @@ def test_v1_gin_is_the_paper_model_with_effective_training_values():
     assert (m.use_noise, m.noise_generator, m.noise_ratios, m.noise_bands) == (True, "v1", [4, 4, 4], 5)
     assert (m.weight_norm, m.causal, m.pqmf_attenuation) == (True, False, 100.0)
     assert cfg.data.sr == 44100 and cfg.data.n_signal == 131072
-    assert t.feature_matching == 100.0  # 10, applied twice by the reference
+    assert t.loss_weights["feature_matching"] == 100.0  # 10, applied twice by the reference
     assert (t.disc_scales, t.disc_periods, t.disc_capacity, t.disc_layers) == (3, [], 64, 4)
     assert (t.beta_start, t.beta_end, t.vae_steps, t.disc_every) == (0.1, 0.1, 1_000_000, 2)
     assert (t.valid_signal_crop, t.fm_skip_features, t.fm_relative, t.gan_loss) == (False, 0, False, "hinge")
@@ -62,7 +62,7 @@ def test_v2_and_v2_small_gin():
     assert (v2.model.architecture, v2.model.capacity, v2.model.use_noise, v2.model.amplitude_modulation) == ("v2", 96, False, True)
     assert v2.model.dilations == [[1, 3, 9], [1, 3, 9], [1, 3, 9], [1, 3]]
     t = v2.train
-    assert (t.feature_matching, t.disc_periods, t.disc_scales, t.disc_every) == (400.0, [2, 3, 5, 7, 11], 3, 4)
+    assert (t.loss_weights["feature_matching"], t.disc_periods, t.disc_scales, t.disc_every) == (400.0, [2, 3, 5, 7, 11], 3, 4)
     assert (t.fm_skip_features, t.fm_relative, t.valid_signal_crop) == (1, True, True)
     assert (t.beta_start, t.beta_end, t.beta_warmup_steps) == (1e-6, 5e-2, 20000)
     small = raw("v2_small")
@@ -91,7 +91,7 @@ def test_operative_config_of_a_run_maps_like_the_shipped_config(name):
     run = config_from_gin(gin(f"{name}_operative.gin"))
     assert run.model == raw(name).model
     t, r = run.train, raw(name).train
-    for key in ("feature_matching", "disc_periods", "disc_scales", "disc_capacity", "disc_every", "fm_relative",
+    for key in ("loss_weights", "disc_periods", "disc_scales", "disc_capacity", "disc_every", "fm_relative",
                 "fm_skip_features", "valid_signal_crop", "beta_end", "stft_scales"):
         assert getattr(t, key) == getattr(r, key), key
 

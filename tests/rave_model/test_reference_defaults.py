@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from rave_model.config import PriorConfig, load_config
-from rave_model.data import TrainData
+from rave_model.data import DataPosition, TrainData
 from rave_model.model import RAVE
 from rave_model.prior import build_prior
 from rave_model.receptive_field import receptive_field, valid_crop
 from rave_model.train.adversarial import AdversarialStage
 from rave_model.train.logging import TrainLogger
 from rave_model.train.prior_stage import prior_window
-from rave_model.train.stage import DataPosition, TrainContext
+from rave_model.train.stage import TrainContext
 from rave_model.train.vae import VAEStage
 from tests.rave_model.datasets import tiny_examples, write_dataset
 
@@ -46,7 +46,7 @@ def test_presets_use_the_reference_rates_crops_and_weights(preset):
     assert (t.lr, t.lr_end_factor, t.disc_lr, list(t.betas)) == (1e-3, 0.1, 1e-4, [0.5, 0.9])
     assert cfg.data.n_signal == 131072  # scripts/train.py's --n_signal default, every config
     # The gin weight is applied twice by the reference: 10 (v1.gin) -> 100, 20 (v2*.gin) -> 400.
-    assert t.feature_matching == {"v1": 100.0, "v2": 400.0, "v2_small": 400.0}[preset]
+    assert t.loss_weights == {"multiband": 1.0, "fullband": 1.0, "adversarial": 1.0, "feature_matching": {"v1": 100.0, "v2": 400.0, "v2_small": 400.0}[preset]}
     assert t.valid_signal_crop is (preset != "v1")
     assert t.disc_every == {"v1": 2, "v2": 4, "v2_small": 2}[preset]
     assert t.disc_capacity == cfg.model.capacity
@@ -81,7 +81,7 @@ def test_learning_rates_at_given_steps_of_each_stage(dataset, tmp_path):
 
 
 def test_the_generator_step_sums_the_effective_weights(dataset, tmp_path):
-    ctx = _ctx(dataset, tmp_path, ["train.feature_matching=400", "train.phase_mangle=0"])
+    ctx = _ctx(dataset, tmp_path, ["train.loss_weights.feature_matching=400", "train.phase_mangle=0"])
     ctx.model.set_warmed_up(True)
     stage = AdversarialStage(ctx)
     stage.on_start()
@@ -89,7 +89,7 @@ def test_the_generator_step_sums_the_effective_weights(dataset, tmp_path):
     # disc_every = 2: odd steps update the decoder; losses come back as 0-d tensors.
     out = {k: float(v) for k, v in stage.train_step(batch, 1).items()}
     assert out["feature_matching"] > 0
-    total = out["multiband"] + out["fullband"] + out["adv"] + 400 * out["feature_matching"]
+    total = out["multiband"] + out["fullband"] + out["adversarial"] + 400 * out["feature_matching"]
     assert out["loss"] == pytest.approx(total, rel=1e-5)
 
 

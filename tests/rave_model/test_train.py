@@ -17,6 +17,7 @@ from rave_model.losses import SpectralDistance, adversarial_losses, beta_schedul
 from rave_model.train import checkpoint as ckpt_io
 from rave_model.train.pca import dims_for_fidelity, principal_components
 from rave_model.train.runner import ConfigMismatch, TrainingDiverged, fit
+from rave_model.data import DataPosition
 from rave_model.train.vae import VAEStage
 from tests.rave_model.datasets import tiny_examples, write_dataset
 
@@ -62,6 +63,33 @@ def test_beta_schedule_and_gan_losses():
     assert float(out["feature_matching"]) == pytest.approx((1 + 2) / 2)
 
 
+def test_beta_warm_up_follows_the_reference_callback(dataset, tmp_path):
+    """acids-rave's BetaWarmupCallback counts the batch, then computes beta: batch k
+    (from 0) trains with ratio (k + 1) / warmup_len, the target from batch warmup_len - 1 on."""
+    from rave_model.data import TrainData
+    from rave_model.model import RAVE
+    from rave_model.train.logging import TrainLogger
+    from rave_model.train.stage import TrainContext
+
+    start, end, warmup = 1e-6, 5e-2, 4
+    cfg = load_config("tiny", [f"train.beta_start={start}", f"train.beta_end={end}", f"train.beta_warmup_steps={warmup}"])
+    ctx = TrainContext(cfg=cfg, model=RAVE(cfg), device=torch.device("cpu"), run_dir=tmp_path, data=TrainData(dataset, cfg),
+                       logger=TrainLogger(tmp_path, enabled=False))
+    stage = VAEStage(ctx)
+    batches = stage.batches(DataPosition())
+    seen = [stage.train_step(next(batches)[0], k)["beta"] for k in range(warmup + 1)]
+
+    def reference(batch: int) -> float:
+        steps = batch + 1
+        if steps >= warmup:
+            return end
+        ratio = steps / warmup
+        return math.exp(math.log(start) * (1 - ratio) + math.log(end) * ratio)
+
+    assert seen == pytest.approx([reference(k) for k in range(warmup + 1)], rel=1e-12)
+    assert seen[0] > start and seen[warmup - 1] == end
+
+
 def test_pca_finds_the_used_dimensions():
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(8, 8, generator=g))[0][:, :2]  # a 2-d subspace of 8-d
@@ -80,7 +108,7 @@ def test_stage1_loss_falls_on_a_repeated_batch(dataset, tmp_path):
     from rave_model.data import TrainData
     from rave_model.model import RAVE
     from rave_model.train.logging import TrainLogger
-    from rave_model.train.stage import DataPosition, TrainContext
+    from rave_model.train.stage import TrainContext
 
     cfg = load_config("tiny", ["train.phase_mangle=0", "train.lr=3e-3", "train.vae_steps=1000"])
     torch.manual_seed(0)
@@ -105,18 +133,21 @@ def test_fit_runs_both_stages_and_writes_a_complete_checkpoint(dataset, tmp_path
     assert "dis" in result.history[4][2] and "feature_matching" in result.history[5][2]
 
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert {"config", "stage", "step", "done", "model", "stage_state", "data", "rng", "best", "info"} <= set(ckpt)
-    assert ckpt["config"]["train"]["vae_steps"] == 4
+    assert (ckpt.stage, ckpt.step, ckpt.done, ckpt.world_size) == ("adversarial", 4, ["vae", "adversarial"], 1)
+    assert ckpt.config.train.vae_steps == 4 and ckpt.rng is not None and ckpt.provenance is not None
+    # On disk: a plain dictionary that torch's weights-only loader reads.
+    raw = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert raw["format"] == ckpt_io.FORMAT and raw["data"]["world_size"] == 1 and raw["provenance"]["dataset"] == str(dataset.resolve())
     # best.ckpt restarts its comparison with each stage: now it holds stage 2.
     best = ckpt_io.load(run / "checkpoints" / "best.ckpt")
-    assert best["stage"] == "adversarial" and best["step"] in (2, 4) and math.isfinite(best["best"])
-    assert "discriminator" in best["stage_state"]
+    assert best.stage == "adversarial" and best.step in (2, 4) and math.isfinite(best.best)
+    assert "discriminator" in best.stage_state
     # The PCA after stage 1 filled the model's buffers and recorded the dimension count.
-    pca = ckpt["info"]["vae"]
+    pca = ckpt.info["vae"]
     assert 1 <= pca["pca_dims"] <= 8 and pca["fidelity"] == 0.95
-    fid = ckpt["model"]["fidelity"]
+    fid = ckpt.model["fidelity"]
     assert fid[-1] == pytest.approx(1.0) and bool((fid[1:] >= fid[:-1]).all())
-    assert not torch.equal(ckpt["model"]["latent_pca"], torch.eye(8))
+    assert not torch.equal(ckpt.model["latent_pca"], torch.eye(8))
     assert dims_for_fidelity(fid, 0.95) == pca["pca_dims"]
     assert not list((run / "checkpoints").glob("*.tmp"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -139,8 +170,8 @@ def test_fit_runs_both_stages_and_writes_a_complete_checkpoint(dataset, tmp_path
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     ckpt = ckpt_io.load(path)
-    out = {f"model.{k}": v for k, v in ckpt["model"].items()}
-    for k, v in ckpt["stage_state"].get("discriminator", {}).items():
+    out = {f"model.{k}": v for k, v in ckpt.model.items()}
+    for k, v in ckpt.stage_state.get("discriminator", {}).items():
         out[f"disc.{k}"] = v
     return out
 
@@ -178,8 +209,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset, tmp_path, mo
     with pytest.raises(TrainingDiverged, match=r"stage vae step 3: loss loss is nan.*last good checkpoint .*last.ckpt is kept"):
         fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert (ckpt["stage"], ckpt["step"]) == ("vae", 2)
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert (ckpt.stage, ckpt.step) == ("vae", 2)
+    assert all(torch.isfinite(v).all() for v in ckpt.model.values() if v.is_floating_point())
 
 
 def test_ctrl_c_saves_after_the_step_and_resumes(dataset, tmp_path, monkeypatch):
@@ -197,7 +228,7 @@ def test_ctrl_c_saves_after_the_step_and_resumes(dataset, tmp_path, monkeypatch)
     result = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
     assert result.stopped and result.interrupted
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert (ckpt["stage"], ckpt["step"]) == ("vae", 1)
+    assert (ckpt.stage, ckpt.step) == ("vae", 1)
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
     monkeypatch.setattr(VAEStage, "train_step", original)
     done = fit(dataset, run, preset="tiny", overrides=FAST, device="cpu")
@@ -221,8 +252,8 @@ def test_a_new_run_follows_the_dataset_rate_and_channels(tmp_path, capsys):
     result = fit(ds, tmp_path / "run", preset="tiny", overrides=["train.vae_steps=1", "train.adversarial_steps=0", "prior.steps=0"], device="cpu",
                  console=Console(stderr=True, width=200))
     assert result.done[:2] == ["vae", "adversarial"]
-    cfg = ckpt_io.load(tmp_path / "run" / "checkpoints" / "last.ckpt")["config"]["data"]
-    assert (cfg["sr"], cfg["channels"]) == (22050, 2)
+    cfg = ckpt_io.load(tmp_path / "run" / "checkpoints" / "last.ckpt").config.data
+    assert (cfg.sr, cfg.channels) == (22050, 2)
     err = capsys.readouterr().err
     assert "note: the dataset has sr=22050, the preset sr=16000: training at sr=22050" in err
     assert "note: the dataset has channels=2, the preset channels=1" in err
@@ -234,7 +265,7 @@ def test_more_steps_reopen_the_last_finished_stage(dataset, tmp_path):
     again = fit(dataset, run, preset="tiny", overrides=[*FAST, "train.adversarial_steps=6"], device="cpu")
     assert [h[:2] for h in again.history] == [("adversarial", 5), ("adversarial", 6)]
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert (ckpt["stage"], ckpt["step"]) == ("adversarial", 6) and "adversarial" in ckpt["done"]
+    assert (ckpt.stage, ckpt.step) == ("adversarial", 6) and "adversarial" in ckpt.done
     # Stage 1 is not the checkpoint's stage any more: more VAE steps change nothing.
     assert fit(dataset, run, preset="tiny", overrides=[*FAST, "train.adversarial_steps=6", "train.vae_steps=9"], device="cpu").history == []
 
@@ -245,6 +276,36 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="last.ckpt: not a readable checkpoint"):
         ckpt_io.load_model(tmp_path / "run")
+
+
+def test_files_that_are_not_our_checkpoints_are_refused_by_name(tmp_path):
+    cfg = load_config("tiny")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}}, other)
+    with pytest.raises(ValueError, match="other.ckpt: not a ravemodel checkpoint"):
+        ckpt_io.load(other)
+    future = tmp_path / "future.ckpt"
+    torch.save({**ckpt_io.Checkpoint(config=cfg, stage="vae", step=1, model={}).to_dict(), "format": 99}, future)
+    with pytest.raises(ValueError, match="future.ckpt: checkpoint format 99 is not supported"):
+        ckpt_io.load(future)
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({**ckpt_io.Checkpoint(config=cfg, stage="vae", step=1, model={}).to_dict(), "info": {"x": Path("/")}}, pickled)
+    with pytest.raises(ValueError, match="pickled.ckpt: not a readable checkpoint"):
+        ckpt_io.load(pickled)  # an object that is not plain data is never unpickled
+
+
+def test_a_format_1_checkpoint_resumes_its_rng_state(tmp_path):
+    """Format 1 stored numpy's RNG state as numpy's own tuple."""
+    cfg = load_config("tiny")
+    np.random.seed(5)
+    state = {**ckpt_io.Checkpoint(config=cfg, stage="vae", step=2, model={}).to_dict(), "format": 1}
+    state["rng"] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": __import__("random").getstate()}
+    expected = np.random.random_sample(3)
+    torch.save(state, tmp_path / "old.ckpt")
+    ckpt = ckpt_io.load(tmp_path / "old.ckpt")
+    assert (ckpt.stage, ckpt.step, ckpt.data, ckpt.world_size) == ("vae", 2, DataPosition(), 1)
+    ckpt_io.set_rng_state(ckpt.rng)
+    assert np.array_equal(np.random.random_sample(3), expected)
 
 
 # -- the command ----------------------------------------------------------------------------
@@ -268,9 +329,9 @@ def test_ravemodel_fit_command_trains_and_resumes(dataset, tmp_path, bin_dir):
     assert "note:" not in second.stderr  # same dataset and plan as the first call
     assert "training complete: vae, adversarial" in second.stdout
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert ckpt["done"][:2] == ["vae", "adversarial"]
-    made = ckpt["provenance"]
-    assert made["dataset"] == str(dataset.resolve()) and made["augment"]["steps"][0]["name"] == "gain"
+    assert ckpt.done[:2] == ["vae", "adversarial"]
+    made = ckpt.provenance
+    assert made.dataset == str(dataset.resolve()) and made.augment["steps"][0]["name"] == "gain"
     third = subprocess.run(_fit_cmd(bin_dir, dataset, run, "--set", "train.adversarial_steps=5"), capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and "note: this run started with another augmentation plan" in third.stderr
     assert "training complete: vae, adversarial" in third.stdout and str(run / "checkpoints" / "last.ckpt") in third.stdout
@@ -300,7 +361,8 @@ def test_ravemodel_fit_missing_dataset(tmp_path, bin_dir):
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.ckpt"
-    ckpt_io.save_atomic({"config": {}, "model": {"w": torch.ones(3)}, "step": 1}, path)
+    cfg = load_config("tiny")
+    ckpt_io.Checkpoint(config=cfg, stage="vae", step=1, model={"w": torch.ones(3)}).save(path)
 
     def disk_full(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
@@ -308,9 +370,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        ckpt_io.save_atomic({"config": {}, "model": {"w": torch.zeros(3)}, "step": 2}, path)
+        ckpt_io.Checkpoint(config=cfg, stage="vae", step=2, model={"w": torch.zeros(3)}).save(path)
     monkeypatch.undo()
-    assert ckpt_io.load(path)["step"] == 1  # the old file, intact
+    assert ckpt_io.load(path).step == 1  # the old file, intact
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no *.tmp left behind
 
 
@@ -332,4 +394,4 @@ def test_ctrl_c_on_the_real_command_with_loader_workers(dataset, tmp_path, bin_d
             proc.kill()
     assert "checkpoint saved" in rest and "Traceback" not in rest
     ckpt = ckpt_io.load(run / "checkpoints" / "last.ckpt")
-    assert ckpt["stage"] == "vae" and ckpt["step"] >= 2
+    assert ckpt.stage == "vae" and ckpt.step >= 2
