@@ -291,9 +291,9 @@ class Config:
             raise ValueError(f"data.n_signal ({d.n_signal}) must be a multiple of the hop length ({self.hop_length})")
 
 
-#: Keys of an earlier layout -> the key that holds the value now. A stored config
-#: (a checkpoint's) is read with the value moved; a preset or an override naming the
-#: old key is refused with the new name.
+#: Keys that are not part of the configuration -> the key that holds their value. A
+#: stored config (a checkpoint's) that has one is read with the value moved there; a
+#: preset or an override naming one is refused with the key to use.
 MOVED: dict[str, str] = {"train.feature_matching": "train.loss_weights.feature_matching"}
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from rave_model.config import Config
 
-SPLIT_SEED = 42  # the reference's split seed: same split across runs and helpers
+SPLIT_SEED = 42  # the reference's split seed: the same split across runs
 
 
 class DatasetError(ValueError):
@@ -136,9 +136,9 @@ def phase_mangle(x: np.ndarray, sr: int, rng: np.random.Generator, min_f: float 
     phase but not the magnitude spectrum, so the model cannot rely on phase.
     [C, n] float32 -> [C, n] float32.
 
-    Filtered in float64 by scipy's C loop: about 5x faster per crop than
-    torchaudio's lfilter, with the same output to 1e-14 (the loader's budget
-    per example is a few milliseconds on a fast GPU)."""
+    Filtered in float64 by scipy's C loop, faster per crop than torchaudio's
+    lfilter with the same output to 1e-14 (docs/training.md "Speed"): the loader
+    has little time per example on a fast GPU."""
     from scipy.signal import lfilter
 
     omega = 2 * math.pi * math.exp(rng.uniform(math.log(min_f), math.log(max_f))) / sr

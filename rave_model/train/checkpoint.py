@@ -279,7 +279,7 @@ def set_rng_state(state: dict[str, Any] | None) -> None:
 
 
 def _numpy_state_to_plain(state: tuple[Any, ...]) -> dict[str, Any]:
-    """numpy's legacy ``get_state()`` tuple -> tensors and numbers."""
+    """numpy's ``np.random.get_state()`` tuple -> tensors and numbers."""
     import numpy as np
     import torch
 
