@@ -257,7 +257,7 @@ def run_ours(db: Path, work: Path, npys: list[Path], steps: int, batch: int, n_s
     rate = float(m[-1])
     model, _cfg, ckpt = load_model(run)
     if ckpt.step != steps or ckpt.stage != "vae":
-        fail(f"{run}: checkpoint at {ckpt['stage']} step {ckpt['step']}, not vae step {steps}")
+        fail(f"{run}: checkpoint at {ckpt.stage} step {ckpt.step}, not vae step {steps}")
     dist = []
     out = work / "ours_recon"
     out.mkdir(exist_ok=True)
