@@ -126,7 +126,6 @@ def fit(
         rank, world_size = group.rank, group.world_size
     run = open_run(dataset, Path(run_dir), preset, overrides, augment_config, device=group.device if group else device,
                    rank=rank, world_size=world_size, logger=logger, console=console)
-    stage = None
     try:
         with StopRequest(stop_after) as stop:
             for stage in stages_to_run(run):
@@ -134,7 +133,6 @@ def fit(
                     break
     finally:
         run.ctx.logger.close()
-        distributed.dump_state(run.ctx.model, stage.stage if stage else None, "final")
         if group is not None:
             distributed.teardown()
     return run.result
@@ -242,7 +240,6 @@ def run_stage(run: Run, this: StageRun, stop: StopRequest) -> bool:
     # Rank 0 alone (e.g. the latent PCA), then its model state to all.
     info = distributed.main_computes(this.stage.on_complete)
     distributed.broadcast_module(run.ctx.model)
-    distributed.dump_state(run.ctx.model, this.stage, this.name)
     if info:
         run.ctx.info[this.name] = info
     run.result.done.append(this.name)
