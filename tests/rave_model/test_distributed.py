@@ -270,7 +270,7 @@ def test_a_failing_rank_stops_the_job_in_one_line_naming_it(dataset: Path, tmp_p
     assert proc.stderr.rstrip().splitlines()[-1] == "error: rank 1: RuntimeError: injected failure at step 3", proc.stderr
     assert proc.stderr.count("error:") == 1 and proc.stderr.count("Traceback") == 1, proc.stderr
     assert not out.exists()  # neither rank finished
-    assert ckpt_io.load(run / "checkpoints" / "last.ckpt")["step"] == 2  # the last good one is kept
+    assert ckpt_io.load(run / "checkpoints" / "last.ckpt").step == 2  # the last good one is kept
 
 
 def test_bad_input_under_nproc_is_one_line_and_status_2(tmp_path: Path, bin_dir: Path) -> None:
