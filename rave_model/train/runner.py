@@ -201,26 +201,24 @@ def stages_to_run(run: Run) -> Iterator[StageRun]:
 
     done, log = run.result.done, run.ctx.logger
     for index, name in enumerate(STAGES):
-        resumes = run.resume is not None and run.resume.stage == name
-        if name in done and not resumes:
+        resume = run.resume if run.resume is not None and run.resume.stage == name else None
+        if name in done and resume is None:
             continue
         torch.manual_seed(int(run.ctx.cfg.train.seed) * 1000 + index)
-        this = StageRun(name, stage_class(name)(run.ctx), 0)
-        this.total = int(this.stage.total_steps())
-        if name in done:
-            assert run.resume is not None
-            if this.total <= run.resume.step:
+        stage = stage_class(name)(run.ctx)
+        this = StageRun(name, stage, int(stage.total_steps()))
+        if resume is not None and name in done:
+            if this.total <= resume.step:
                 continue
             done.remove(name)
-            log.info(f"stage {name} reopened: {run.resume.step} -> {this.total} steps")
+            log.info(f"stage {name} reopened: {resume.step} -> {this.total} steps")
         if this.total <= 0:
             done.append(name)
             continue
-        if resumes:
-            assert run.resume is not None
-            this.stage.load_state_dict(run.resume.stage_state)
-            this.step, this.best = run.resume.step, run.resume.best
-            ckpt_io.set_rng_state(run.resume.rng)
+        if resume is not None:
+            this.stage.load_state_dict(resume.stage_state)
+            this.step, this.best = resume.step, resume.best
+            ckpt_io.set_rng_state(resume.rng)
         run.resume = None
         yield this
 
