@@ -86,15 +86,19 @@ def first_failure(failures: Mapping[int, Any]) -> tuple[int, Any]:
     """(rank, failure) that came first among torch's ``ProcessFailure`` records.
 
     Once one process dies its peers fail too ("connection closed by peer"), later:
-    the exact time in the error file orders them; a process without one (killed by a
-    signal) counts from when the launcher saw it.
+    the exact time in the error file orders them. A process without one counts from
+    when the launcher saw it, a time torch truncates to the whole second, so it
+    could sort before the failure that caused it; one the launcher itself stopped
+    (SIGTERM) is a consequence, never the cause, and comes last.
     """
+    import signal
 
-    def when(item: tuple[int, Any]) -> float:
-        message = item[1].error_file_data.get("message")
+    def when(item: tuple[int, Any]) -> tuple[bool, float]:
+        failure = item[1]
+        message = failure.error_file_data.get("message")
         if isinstance(message, dict):
-            return float(message.get("extraInfo", {}).get("timestamp", item[1].timestamp))
-        return float(item[1].timestamp)
+            return False, float(message.get("extraInfo", {}).get("timestamp", failure.timestamp))
+        return failure.exitcode == -signal.SIGTERM, float(failure.timestamp)
 
     return min(failures.items(), key=when)
 

@@ -133,6 +133,11 @@ def test_the_first_failure_is_told_not_a_peers_later_one(tmp_path: Path, monkeyp
     assert describe(rank, failure.exitcode, error) == "rank 1: RuntimeError: injected"
     assert error["extraInfo"]["py_callstack"].startswith("Traceback")
     assert "py_callstack" not in failures[0].error_file_data["message"]["extraInfo"]
+    # A peer the launcher stopped has no error file and a time cut to the second,
+    # which can sort before the real failure's exact time: it is never the one told.
+    stopped = ProcessFailure(0, 100, -15, str(tmp_path / "none.json"))
+    stopped.timestamp = int(failures[1].error_file_data["message"]["extraInfo"]["timestamp"]) - 1
+    assert first_failure({0: stopped, 1: failures[1]})[0] == 1
     assert describe(2, -9, None) == "rank 2 was killed by SIGKILL"
     assert describe(3, 7, None) == "rank 3 exited with status 7"
 
