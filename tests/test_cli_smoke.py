@@ -4,22 +4,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
-def test_ravedata_help_does_not_import_torch():
+
+@pytest.mark.parametrize("module, heavy", [
+    ("rave_data.cli.app", ("torch", "torchaudio", "pedalboard")),
+    ("rave_model.cli", ("torch", "torchaudio")),
+])
+def test_help_does_not_import_torch(module, heavy):
     code = (
-        "import sys; from typer.testing import CliRunner; from rave_data.cli.app import app;"
+        f"import sys; from typer.testing import CliRunner; from {module} import app;"
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
-        "bad = [m for m in ('torch', 'torchaudio', 'pedalboard') if m in sys.modules];"
-        "assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_ravemodel_help_does_not_import_torch():
-    code = (
-        "import sys; from typer.testing import CliRunner; from rave_model.cli import app;"
-        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
-        "bad = [m for m in ('torch', 'torchaudio') if m in sys.modules];"
+        f"bad = [m for m in {heavy!r} if m in sys.modules];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

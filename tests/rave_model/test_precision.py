@@ -27,17 +27,9 @@ from rave_model.train.pending import PendingLosses
 from rave_model.train.runner import TrainingDiverged, fit
 from rave_model.train.stage import TrainContext
 from rave_model.train.vae import VAEStage
-from tests.rave_model.datasets import tiny_examples, write_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("data") / "ds", tiny_examples(10))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # The tiny preset with the v2 architecture (no noise branch): what v2 and v2_small compile.

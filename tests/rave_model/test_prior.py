@@ -146,13 +146,6 @@ FAST = ["train.vae_steps=4", "train.adversarial_steps=2", "prior.steps=10", "tra
 BEFORE_PRIOR = 6  # vae + adversarial steps above
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    from tests.rave_model.datasets import tiny_examples, write_dataset
-
-    return write_dataset(tmp_path_factory.mktemp("prior") / "ds", tiny_examples(10))
-
-
 def prior_losses(result) -> list[float]:
     return [losses["prior_loss"] for stage, _, losses in result.history if stage == "prior"]
 

@@ -25,14 +25,7 @@ from tests.rave_model.datasets import tiny_examples, write_dataset
 FAST = ["train.vae_steps=4", "train.adversarial_steps=4", "train.val_every=2", "train.ckpt_every=2", "prior.steps=0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return write_dataset(tmp_path_factory.mktemp("data") / "ds", tiny_examples(10))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- losses and PCA ------------------------------------------------------------------------
